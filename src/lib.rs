@@ -1,0 +1,1 @@
+//! Orchard: a self-hosted Apple device enrollment appliance.
