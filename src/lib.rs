@@ -1,3 +1,15 @@
 //! Orchard: a self-hosted Apple device enrollment appliance.
+//!
+//! # Layout
+//!
+//! - [`apple`]: Apple's services: the DEP API client (`apple::dep`).
+//! - [`clock`]: time as a dependency, so every duration rule is tested without waiting.
+//! - [`metrics`]: counters and gauges for `/metrics`.
+//! - [`pki`]: keys, certificates, CMS, sealed secrets.
+//! - [`store`]: sled (or memory) behind one typed API; every record Orchard keeps.
 
-pub mod apple; // Apple's services: the DEP API client (`apple::dep`)
+pub mod apple;
+pub mod clock;
+pub mod metrics;
+pub mod pki;
+pub mod store;
