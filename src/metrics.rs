@@ -61,7 +61,9 @@ impl Metrics {
 
     /// The current value of one series (for tests and the dashboard).
     pub fn value(&self, name: &'static str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.lock().get(name).and_then(|f| f.series.get(&owned(labels)).copied())
+        self.lock()
+            .get(name)
+            .and_then(|f| f.series.get(&owned(labels)).copied())
     }
 
     /// Every series in the Prometheus text exposition format.
@@ -107,13 +109,18 @@ impl Metrics {
 }
 
 fn owned(labels: &[(&str, &str)]) -> Labels {
-    let mut v: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut v: Labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     v.sort();
     v
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -123,18 +130,35 @@ mod tests {
     #[test]
     fn counters_and_gauges_render_in_prometheus_text() {
         let m = Metrics::new();
-        m.describe("orchard_http_requests_total", "HTTP requests by surface and status code.");
-        m.inc("orchard_http_requests_total", &[("surface", "admin"), ("code", "200")]);
-        m.add("orchard_http_requests_total", &[("code", "200"), ("surface", "admin")], 2.0);
+        m.describe(
+            "orchard_http_requests_total",
+            "HTTP requests by surface and status code.",
+        );
+        m.inc(
+            "orchard_http_requests_total",
+            &[("surface", "admin"), ("code", "200")],
+        );
+        m.add(
+            "orchard_http_requests_total",
+            &[("code", "200"), ("surface", "admin")],
+            2.0,
+        );
         m.set("orchard_devices", &[("state", "enrolled")], 12.0);
         m.set("orchard_devices", &[("state", "enrolled")], 13.0);
         m.set("orchard_build_info", &[("version", "1\"x")], 1.0);
         let text = m.render();
-        assert!(text.contains("# HELP orchard_http_requests_total HTTP requests by surface and status code.\n"));
+        assert!(text.contains(
+            "# HELP orchard_http_requests_total HTTP requests by surface and status code.\n"
+        ));
         assert!(text.contains("# TYPE orchard_http_requests_total counter\n"));
         assert!(text.contains("orchard_http_requests_total{code=\"200\",surface=\"admin\"} 3\n"));
-        assert!(text.contains("# TYPE orchard_devices gauge\norchard_devices{state=\"enrolled\"} 13\n"));
+        assert!(
+            text.contains("# TYPE orchard_devices gauge\norchard_devices{state=\"enrolled\"} 13\n")
+        );
         assert!(text.contains("orchard_build_info{version=\"1\\\"x\"} 1\n"));
-        assert_eq!(m.value("orchard_devices", &[("state", "enrolled")]), Some(13.0));
+        assert_eq!(
+            m.value("orchard_devices", &[("state", "enrolled")]),
+            Some(13.0)
+        );
     }
 }

@@ -17,7 +17,10 @@ pub const KEY_FILE: &str = "secret.key";
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("the secret key file {path} could not be read or written: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the secret key file {0} is damaged (it must hold 32 bytes); restore it from a backup")]
     BadKey(String),
     #[error("a stored secret could not be decrypted: it was sealed with another key or is damaged")]
@@ -57,7 +60,8 @@ impl SecretKey {
             source,
         };
         match std::fs::read(&path) {
-            Ok(bytes) => SecretKey::from_bytes(&bytes).ok_or_else(|| SecretError::BadKey(path.display().to_string())),
+            Ok(bytes) => SecretKey::from_bytes(&bytes)
+                .ok_or_else(|| SecretError::BadKey(path.display().to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = SystemRandom::new();
                 let mut bytes = [0u8; 32];
@@ -69,7 +73,8 @@ impl SecretKey {
                 let mut file = options.open(&path).map_err(io)?;
                 file.write_all(&bytes).map_err(io)?;
                 file.sync_all().map_err(io)?;
-                SecretKey::from_bytes(&bytes).ok_or_else(|| SecretError::BadKey(path.display().to_string()))
+                SecretKey::from_bytes(&bytes)
+                    .ok_or_else(|| SecretError::BadKey(path.display().to_string()))
             }
             Err(e) => Err(io(e)),
         }
@@ -162,23 +167,35 @@ mod tests {
     fn another_key_or_a_tampered_secret_does_not_open() {
         let key = SecretKey::ephemeral();
         let mut sealed = key.seal(b"secret").unwrap();
-        assert!(matches!(SecretKey::ephemeral().open(&sealed), Err(SecretError::Open)));
+        assert!(matches!(
+            SecretKey::ephemeral().open(&sealed),
+            Err(SecretError::Open)
+        ));
         let last = sealed.0.len() - 1;
         sealed.0[last] ^= 1;
         assert!(matches!(key.open(&sealed), Err(SecretError::Open)));
-        assert!(matches!(key.open(&Sealed(vec![1, 2])), Err(SecretError::Open)));
+        assert!(matches!(
+            key.open(&Sealed(vec![1, 2])),
+            Err(SecretError::Open)
+        ));
     }
 
     #[test]
     fn key_file_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let sealed = SecretKey::load_or_create(dir.path()).unwrap().seal(b"x").unwrap();
+        let sealed = SecretKey::load_or_create(dir.path())
+            .unwrap()
+            .seal(b"x")
+            .unwrap();
         let again = SecretKey::load_or_create(dir.path()).unwrap();
         assert_eq!(again.open(&sealed).unwrap(), b"x");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -187,6 +204,9 @@ mod tests {
     fn a_damaged_key_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
-        assert!(matches!(SecretKey::load_or_create(dir.path()), Err(SecretError::BadKey(_))));
+        assert!(matches!(
+            SecretKey::load_or_create(dir.path()),
+            Err(SecretError::BadKey(_))
+        ));
     }
 }

@@ -22,9 +22,19 @@ pub(super) trait Backend: Send + Sync + 'static {
     /// Entries whose key starts with `prefix`, ascending or (`rev`) descending.
     fn scan(&self, prefix: Vec<u8>, rev: bool) -> EntryIter;
     /// Up to `limit` entries from `start` on whose key starts with `within`.
-    fn range_from(&self, start: Vec<u8>, within: Vec<u8>, limit: usize) -> Result<Vec<Entry>, StoreError>;
+    fn range_from(
+        &self,
+        start: Vec<u8>,
+        within: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
     /// Writes `new` only if the current value is `old`; false when it was not.
-    fn compare_and_swap(&self, key: &[u8], old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<bool, StoreError>;
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError>;
     fn next_id(&self) -> Result<u64, StoreError>;
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -63,12 +73,22 @@ impl Backend for SledBackend {
     fn scan(&self, prefix: Vec<u8>, rev: bool) -> EntryIter {
         let iter = self.db.scan_prefix(prefix);
         let map = |r: sled::Result<(sled::IVec, sled::IVec)>| {
-            r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(StoreError::from)
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
         };
-        if rev { Box::new(iter.rev().map(map)) } else { Box::new(iter.map(map)) }
+        if rev {
+            Box::new(iter.rev().map(map))
+        } else {
+            Box::new(iter.map(map))
+        }
     }
 
-    fn range_from(&self, start: Vec<u8>, within: Vec<u8>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    fn range_from(
+        &self,
+        start: Vec<u8>,
+        within: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.range(start..) {
             let (k, v) = item?;
@@ -80,7 +100,12 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
-    fn compare_and_swap(&self, key: &[u8], old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<bool, StoreError> {
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
         Ok(self.db.compare_and_swap(key, old, new)?.is_ok())
     }
 
@@ -141,7 +166,12 @@ impl Backend for MemoryBackend {
         Box::new(items.into_iter().map(Ok))
     }
 
-    fn range_from(&self, start: Vec<u8>, within: Vec<u8>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    fn range_from(
+        &self,
+        start: Vec<u8>,
+        within: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
         Ok(self
             .read()
             .range(start..)
@@ -151,7 +181,12 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
-    fn compare_and_swap(&self, key: &[u8], old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<bool, StoreError> {
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
         let mut map = self.write();
         if map.get(key) != old.as_ref() {
             return Ok(false);

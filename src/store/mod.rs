@@ -34,7 +34,9 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 pub enum StoreError {
     #[error("the database could not be read or written: {0}")]
     Backend(String),
-    #[error("a stored {table} record is damaged ({source}); restore the data directory from a backup")]
+    #[error(
+        "a stored {table} record is damaged ({source}); restore the data directory from a backup"
+    )]
     Corrupt {
         table: &'static str,
         source: serde_json::Error,
@@ -135,7 +137,11 @@ impl Store {
         Ok(self.get(META, SCHEMA_KEY)?.unwrap_or(0))
     }
 
-    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         match self.backend.get(&table.key(key))? {
             Some(bytes) => decode(table, &bytes).map(Some),
             None => Ok(None),
@@ -146,8 +152,14 @@ impl Store {
         Ok(self.backend.get(&table.key(key))?.is_some())
     }
 
-    pub fn put<T: Serialize + ?Sized>(&self, table: Table, key: &[u8], value: &T) -> Result<(), StoreError> {
-        self.backend.apply(vec![Op::Put(table.key(key), encode(table, value)?)])
+    pub fn put<T: Serialize + ?Sized>(
+        &self,
+        table: Table,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.backend
+            .apply(vec![Op::Put(table.key(key), encode(table, value)?)])
     }
 
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), StoreError> {
@@ -179,7 +191,11 @@ impl Store {
     }
 
     /// Keys only, in order: cheaper than [`Store::scan`] when values are not needed.
-    pub fn keys(&self, table: Table, prefix: &[u8]) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
+    pub fn keys(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<> {
         let skip = table.prefix_len();
         self.backend
             .scan(table.key(prefix), false)
@@ -274,8 +290,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn put<T: Serialize + ?Sized>(&mut self, table: Table, key: &[u8], value: &T) -> Result<(), StoreError> {
-        self.ops.push(Op::Put(table.key(key), encode(table, value)?));
+    pub fn put<T: Serialize + ?Sized>(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.ops
+            .push(Op::Put(table.key(key), encode(table, value)?));
         Ok(())
     }
 
@@ -377,7 +399,10 @@ pub(crate) mod tests {
             }
             let keys: Vec<_> = s.scan::<Rec>(T1, b"b").map(|r| r.unwrap().0).collect();
             assert_eq!(keys, vec![b"b1".to_vec(), b"b2".to_vec()]);
-            let rev: Vec<_> = s.scan_rev::<Rec>(T1, b"").map(|r| r.unwrap().1.name).collect();
+            let rev: Vec<_> = s
+                .scan_rev::<Rec>(T1, b"")
+                .map(|r| r.unwrap().1.name)
+                .collect();
             assert_eq!(rev, vec!["c", "b2", "b1", "a1"]);
             let ks: Vec<_> = s.keys(T1, b"a").map(|r| r.unwrap()).collect();
             assert_eq!(ks, vec![b"a1".to_vec()]);
@@ -421,7 +446,8 @@ pub(crate) mod tests {
                 for _ in 0..4 {
                     scope.spawn(|| {
                         for _ in 0..50 {
-                            s.update::<u64, _>(T1, b"counter", |old| Some(old.unwrap_or(0) + 1)).unwrap();
+                            s.update::<u64, _>(T1, b"counter", |old| Some(old.unwrap_or(0) + 1))
+                                .unwrap();
                         }
                     });
                 }
@@ -446,7 +472,10 @@ pub(crate) mod tests {
         on_both_backends(|s| {
             s.put(T1, b"k", &"not a record").unwrap();
             let err = s.get::<Rec>(T1, b"k").unwrap_err();
-            assert!(matches!(err, StoreError::Corrupt { table: "t1", .. }), "{err}");
+            assert!(
+                matches!(err, StoreError::Corrupt { table: "t1", .. }),
+                "{err}"
+            );
         });
     }
 
