@@ -1,0 +1,3 @@
+//! Simulators of the other side, for tests, benchmarks and the demo; never used by production paths.
+
+pub mod dep;
