@@ -202,12 +202,7 @@ impl Client {
 
     /// `POST /devices`: details of up to 1000 serials.
     pub async fn device_details(&self, serials: &[String]) -> Result<DeviceDetails, DepError> {
-        check_count(serials.len())?;
-        let body = SerialsRequest {
-            devices: serials.to_vec(),
-        };
-        self.call(Endpoint::DeviceDetails, None, Some(json(&body)))
-            .await
+        self.serials_call(Endpoint::DeviceDetails, serials).await
     }
 
     /// `POST /profile`: defines a profile (and assigns `profile.devices`, at most 1000).
@@ -244,21 +239,25 @@ impl Client {
 
     /// `DELETE /profile/devices`: removes the profile from at most 1000 serials.
     pub async fn remove_profile(&self, serials: &[String]) -> Result<DeviceStatuses, DepError> {
-        check_count(serials.len())?;
-        let body = SerialsRequest {
-            devices: serials.to_vec(),
-        };
-        self.call(Endpoint::RemoveProfile, None, Some(json(&body)))
-            .await
+        self.serials_call(Endpoint::RemoveProfile, serials).await
     }
 
     /// `POST /devices/disown`: permanently removes at most 1000 serials from the organisation.
     pub async fn disown(&self, serials: &[String]) -> Result<DeviceStatuses, DepError> {
+        self.serials_call(Endpoint::Disown, serials).await
+    }
+
+    /// A call whose body is `{"devices": [serials]}` (at most 1000, else refused before sending).
+    async fn serials_call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        serials: &[String],
+    ) -> Result<T, DepError> {
         check_count(serials.len())?;
         let body = SerialsRequest {
             devices: serials.to_vec(),
         };
-        self.call(Endpoint::Disown, None, Some(json(&body))).await
+        self.call(endpoint, None, Some(json(&body))).await
     }
 
     /// One API call: session, one transparent re-auth on 401 / 403 `FORBIDDEN`, error mapping.

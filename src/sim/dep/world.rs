@@ -733,30 +733,29 @@ impl World {
 
     /// `DELETE /profile/devices` (remove).
     pub(super) fn handle_remove(&self, serials: &[String]) -> Reply {
-        if let Some(refusal) = check_serials(serials) {
-            return refusal;
-        }
-        let now = self.now();
-        let mut s = self.lock();
-        let mut out = DeviceStatuses::default();
-        for serial in serials {
-            let status = match s.devices.get_mut(serial).filter(|d| d.roster.is_some()) {
-                Some(d) => {
-                    d.device.profile_status = Some("removed".into());
-                    d.device.profile_uuid = None;
-                    let snapshot = d.device.clone();
-                    s.log(Op::Modified, now, snapshot);
-                    DeviceStatus::Success
-                }
-                None => DeviceStatus::NotAccessible,
-            };
-            out.devices.insert(serial.clone(), status);
-        }
-        Reply::ok(&out)
+        self.per_serial(serials, |s, serial, now| {
+            let d = s.devices.get_mut(serial).filter(|d| d.roster.is_some())?;
+            d.device.profile_status = Some("removed".into());
+            d.device.profile_uuid = None;
+            let snapshot = d.device.clone();
+            s.log(Op::Modified, now, snapshot);
+            Some(())
+        })
     }
 
     /// `POST /devices/disown`: the device leaves the organisation for good.
     pub(super) fn handle_disown(&self, serials: &[String]) -> Reply {
+        self.per_serial(serials, |s, serial, now| {
+            s.unassign(serial, now, true).then_some(())
+        })
+    }
+
+    /// Applies `change` to each serial: `SUCCESS` where it applied, `NOT_ACCESSIBLE` elsewhere.
+    fn per_serial(
+        &self,
+        serials: &[String],
+        mut change: impl FnMut(&mut State, &str, OffsetDateTime) -> Option<()>,
+    ) -> Reply {
         if let Some(refusal) = check_serials(serials) {
             return refusal;
         }
@@ -764,10 +763,9 @@ impl World {
         let mut s = self.lock();
         let mut out = DeviceStatuses::default();
         for serial in serials {
-            let status = if s.unassign(serial, now, true) {
-                DeviceStatus::Success
-            } else {
-                DeviceStatus::NotAccessible
+            let status = match change(&mut s, serial, now) {
+                Some(()) => DeviceStatus::Success,
+                None => DeviceStatus::NotAccessible,
             };
             out.devices.insert(serial.clone(), status);
         }
