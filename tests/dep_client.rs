@@ -60,6 +60,7 @@ fn client_for(
         base_url: sim.base_url.clone(),
         user_agent: user_agent.into(),
         retry: fast_retry(),
+        ..Default::default()
     };
     Client::new(opts, token, metrics.clone(), clock).unwrap()
 }
@@ -1072,6 +1073,7 @@ async fn network_errors_are_retried_then_reported() {
         base_url: format!("http://{addr}"),
         user_agent: "orchard/test".into(),
         retry: fast_retry(),
+        ..Default::default()
     };
     let token = orchard::sim::dep::random_token(start_time() + time::Duration::days(1));
     let client = Client::new(opts, token, metrics.clone(), clock).unwrap();
@@ -1319,4 +1321,55 @@ async fn one_request_at_a_time_per_token() {
         1,
         "clones share the session"
     );
+}
+
+#[tokio::test]
+async fn over_tls_with_a_trusted_simulator_certificate() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], private)
+    .unwrap();
+    let clock = ManualClock::new(start_time());
+    let sim = DepSim::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        clock.clone(),
+        SimOptions {
+            devices: 3,
+            tls: Some(Arc::new(config)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(sim.base_url.starts_with("https://"));
+    let metrics = Metrics::new();
+    // Without trusting the simulator's certificate the TLS handshake fails.
+    let untrusting = client_for(
+        &sim,
+        sim.token.clone(),
+        &metrics,
+        clock.clone(),
+        "orchard/test",
+    );
+    assert!(matches!(
+        untrusting.account().await,
+        Err(DepError::Network(_))
+    ));
+    let opts = ClientOptions {
+        base_url: sim.base_url.clone(),
+        user_agent: "orchard/test".into(),
+        retry: fast_retry(),
+        extra_roots: vec![cert],
+    };
+    let client = Client::new(opts, sim.token.clone(), metrics, clock).unwrap();
+    let page = client.fetch_devices(None, None).await.unwrap();
+    assert_eq!(page.devices.len(), 3);
 }

@@ -82,6 +82,8 @@ pub struct ClientOptions {
     pub base_url: String,
     pub user_agent: String,
     pub retry: RetryPolicy,
+    /// Certificates trusted besides the public web roots (a simulator's or a TLS proxy's CA).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ClientOptions {
@@ -90,6 +92,7 @@ impl Default for ClientOptions {
             base_url: APPLE_BASE_URL.into(),
             user_agent: concat!("orchard/", env!("CARGO_PKG_VERSION")).into(),
             retry: RetryPolicy::default(),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -137,10 +140,21 @@ impl Client {
                 opts.base_url
             )));
         }
+        let tls_error = |e: rustls::Error| DepError::BaseUrl(format!("TLS setup failed: {e}"));
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for cert in &opts.extra_roots {
+            roots.add(cert.clone()).map_err(tls_error)?;
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .map_err(|e| DepError::BaseUrl(format!("TLS setup failed: {e}")))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .build();

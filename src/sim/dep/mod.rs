@@ -8,6 +8,7 @@ mod server;
 pub mod world;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use hyper_util::rt::TokioIo;
@@ -39,8 +40,8 @@ pub struct SimOptions {
     pub rotate_sessions: bool,
     /// Seed of the device generator (same seed, same serials).
     pub seed: u64,
-    /// Whether the listener is wrapped in TLS by the caller (changes the OAuth base URL).
-    pub tls: bool,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for SimOptions {
@@ -70,7 +71,7 @@ impl Default for SimOptions {
             timestamp_window: Duration::minutes(10),
             rotate_sessions: false,
             seed: 1,
-            tls: false,
+            tls: None,
         }
     }
 }
@@ -107,10 +108,11 @@ impl DepSim {
             opts.seed,
         );
         world.add_macs(opts.devices);
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let serving = world.clone();
         let task = tokio::spawn(accept_loop(listener, serving, opts));
         Ok(DepSim {
-            base_url: format!("http://{addr}"),
+            base_url: format!("{scheme}://{addr}"),
             addr,
             token,
             world,
@@ -150,12 +152,26 @@ async fn accept_loop(listener: TcpListener, world: World, opts: SimOptions) {
         let world = world.clone();
         let opts = opts.clone();
         connections.spawn(async move {
+            let tls = opts.tls.clone();
             let service = hyper::service::service_fn(move |req| {
                 server::handle(world.clone(), opts.clone(), req)
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(StdDuration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        return;
+                    };
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
         });
     }
 }
@@ -186,7 +202,7 @@ pub struct SimDepArgs {
 /// Starts the simulator on `args.listen`, prints its base URL and the server token it accepts
 /// (simulator secrets only), and serves until Ctrl-C.
 pub async fn run(args: SimDepArgs) -> anyhow::Result<()> {
-    let clock: SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
+    let clock = crate::clock::SystemClock::shared();
     let sim = DepSim::bind(
         args.listen,
         clock,

@@ -120,7 +120,7 @@ async fn route(
         let Some(host) = header("host") else {
             return (Reply::code(400, "HOST_MISSING"), None);
         };
-        let scheme = if opts.tls { "https" } else { "http" };
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
         let Ok(url) = url::Url::parse(&format!("{scheme}://{host}/session")) else {
             return (Reply::code(400, "HOST_INVALID"), None);
         };
