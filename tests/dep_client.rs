@@ -9,7 +9,7 @@ use orchard::apple::dep::{
     Client, ClientOptions, DepError, DeviceStatus, Endpoint, Profile, ProfileField, RetryPolicy,
     ServerToken,
 };
-use orchard::clock::{ManualClock, SharedClock};
+use orchard::clock::{Clock as _, ManualClock, SharedClock};
 use orchard::metrics::Metrics;
 use orchard::sim::dep::{DepSim, Fault, SimOptions, TokenMode};
 
@@ -806,6 +806,25 @@ async fn raw(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Signs in by hand; returns the User-Agent and session headers for [`raw`] calls.
+async fn raw_session(env: &Env, nonce: &str) -> ((&'static str, String), (&'static str, String)) {
+    let now = env.clock.now().unix_timestamp();
+    let ua = ("user-agent", "orchard/test".to_string());
+    let auth = signed_header(env, nonce, now, &env.sim.token.access_secret);
+    let (status, body) = raw(
+        env,
+        "GET",
+        "/session",
+        &[ua.clone(), ("authorization", auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let session = v["auth_session_token"].as_str().unwrap().to_string();
+    (ua, ("x-adm-auth-session", session))
+}
+
 fn signed_header(env: &Env, nonce: &str, timestamp: i64, secret: &str) -> String {
     use orchard::apple::dep::oauth::OAuthParams;
     let t = &env.sim.token;
@@ -948,25 +967,7 @@ async fn oauth_checks_on_session() {
 #[tokio::test]
 async fn malformed_bodies_are_refused() {
     let env = with_devices(0).await;
-    env.client.account().await.unwrap();
-    // Get a session the way the client does, then send broken bodies.
-    let now = start_time().unix_timestamp();
-    let secret = env.sim.token.access_secret.clone();
-    let ua = ("user-agent", "orchard/test".to_string());
-    let auth = signed_header(&env, "nonce-x", now, &secret);
-    let (_, body) = raw(
-        &env,
-        "GET",
-        "/session",
-        &[ua.clone(), ("authorization", auth)],
-        "",
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let session = (
-        "x-adm-auth-session",
-        v["auth_session_token"].as_str().unwrap().to_string(),
-    );
+    let (ua, session) = raw_session(&env, "nonce-x").await;
     for (method, path, body) in [
         ("POST", "/server/devices", "{not json"),
         ("POST", "/devices", "[]"),
@@ -1372,4 +1373,48 @@ async fn over_tls_with_a_trusted_simulator_certificate() {
     let client = Client::new(opts, sim.token.clone(), metrics, clock).unwrap();
     let page = client.fetch_devices(None, None).await.unwrap();
     assert_eq!(page.devices.len(), 3);
+}
+
+#[tokio::test]
+async fn throttling_answers_follow_the_protocol_version() {
+    let env = with_devices(3).await;
+    let uuid = env
+        .client
+        .define_profile(&profile())
+        .await
+        .unwrap()
+        .profile_uuid;
+    env.sim.world.throttle_assign(Some((1, 60)));
+    let (ua, session) = raw_session(&env, "nonce-v").await;
+    let serials = env.sim.world.serials();
+    let body = serde_json::json!({ "profile_uuid": uuid, "devices": serials }).to_string();
+    let mut answers = Vec::new();
+    for version in ["8", "9", "10"] {
+        let headers = [
+            ua.clone(),
+            session.clone(),
+            ("x-server-protocol-version", version.to_string()),
+        ];
+        let (status, text) = raw(&env, "PUT", "/profile/devices", &headers, &body).await;
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let statuses: Vec<String> = v["devices"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        answers.push((
+            statuses.iter().any(|s| s == "THROTTLED"),
+            v.get("retry_after_seconds").cloned(),
+        ));
+    }
+    assert_eq!(
+        answers,
+        [
+            (false, None),
+            (true, None),
+            (true, Some(serde_json::json!(60))),
+        ]
+    );
 }
