@@ -9,6 +9,7 @@
 //! Apple must be followed by [`Store::flush`] before the answer goes out.
 
 mod backend;
+pub mod push_cert;
 
 use std::path::Path;
 use std::sync::Arc;
