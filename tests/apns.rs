@@ -68,7 +68,12 @@ impl World {
         let csr = self.certs.csr().unwrap();
         let now = self.clock.now();
         self.ca
-            .sign_csr(&csr, topic, now - Duration::minutes(5), now + Duration::days(365))
+            .sign_csr(
+                &csr,
+                topic,
+                now - Duration::minutes(5),
+                now + Duration::days(365),
+            )
             .unwrap()
     }
 
@@ -189,7 +194,12 @@ async fn certificate_from_another_ca_is_forbidden() {
     let now = w.clock.now();
     let topic = new_topic();
     let pem = impostor
-        .sign_csr(&csr, &topic, now - Duration::minutes(1), now + Duration::days(30))
+        .sign_csr(
+            &csr,
+            &topic,
+            now - Duration::minutes(1),
+            now + Duration::days(30),
+        )
         .unwrap();
     w.certs
         .upload(pem.as_bytes(), "it@school.example", None)
@@ -314,7 +324,10 @@ async fn client_refuses_a_plain_http_base_url() {
         ..ApnsSettings::default()
     };
     assert!(ApnsClient::new(&identity, &settings).is_err());
-    assert_eq!(ApnsSettings::default().base_url, "https://api.push.apple.com");
+    assert_eq!(
+        ApnsSettings::default().base_url,
+        "https://api.push.apple.com"
+    );
 }
 
 // ---- the pusher ----
@@ -334,8 +347,14 @@ async fn pushes_coalesce_per_device_until_sent() {
     let pushes = w.sim.accepted();
     assert_eq!(pushes.len(), 1, "three requests, one push");
     assert_eq!(pushes[0].payload, serde_json::json!({"mdm": "new"}));
-    assert_eq!(metrics.value(PUSHES_TOTAL, &[("outcome", "coalesced")]), Some(2.0));
-    assert_eq!(metrics.value(PUSHES_TOTAL, &[("outcome", "delivered")]), Some(1.0));
+    assert_eq!(
+        metrics.value(PUSHES_TOTAL, &[("outcome", "coalesced")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metrics.value(PUSHES_TOTAL, &[("outcome", "delivered")]),
+        Some(1.0)
+    );
     // Once sent, the next request is a new push.
     assert_eq!(pusher.push(target(&token, "new")), Queued::New);
 }
@@ -351,9 +370,11 @@ async fn bulk_pushes_all_go_out() {
     assert_eq!(pusher.push_all(tokens.iter().map(|t| target(t, "m"))), 40);
     let outcomes = pusher.run_once().await;
     assert_eq!(outcomes.len(), 40);
-    assert!(outcomes
-        .iter()
-        .all(|(_, o)| matches!(o, PushOutcome::Delivered { .. })));
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, PushOutcome::Delivered { .. }))
+    );
     let mut pushed: Vec<_> = w.sim.accepted().into_iter().map(|p| p.token).collect();
     let mut expected = tokens.clone();
     pushed.sort();
@@ -372,7 +393,10 @@ async fn gone_token_is_reported_dead() {
     pusher.push(target(&token, "m"));
     pusher.run_once().await;
     assert_eq!(*dead.0.lock().unwrap(), vec![token]);
-    assert_eq!(metrics.value(PUSHES_TOTAL, &[("outcome", "unregistered")]), Some(1.0));
+    assert_eq!(
+        metrics.value(PUSHES_TOTAL, &[("outcome", "unregistered")]),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -451,7 +475,10 @@ async fn without_a_certificate_nothing_is_sent() {
     pusher.push(target(&DeviceToken::from_bytes(vec![1; 32]).unwrap(), "m"));
     assert!(pusher.run_once().await.is_empty());
     assert_eq!(w.sim.requests(), 0);
-    assert_eq!(metrics.value(PUSHES_TOTAL, &[("outcome", "no_certificate")]), Some(1.0));
+    assert_eq!(
+        metrics.value(PUSHES_TOTAL, &[("outcome", "no_certificate")]),
+        Some(1.0)
+    );
 }
 
 // ---- the push certificate ----
@@ -473,7 +500,10 @@ async fn upload_records_topic_apple_id_and_expiry() {
 
     w.clock.advance(Duration::days(340));
     let soon = w.certs.status().unwrap().unwrap().expiry;
-    assert!(matches!(soon, Expiry::ExpiresSoon { days } if days <= 30), "{soon:?}");
+    assert!(
+        matches!(soon, Expiry::ExpiresSoon { days } if days <= 30),
+        "{soon:?}"
+    );
     w.clock.advance(Duration::days(30));
     assert_eq!(w.certs.status().unwrap().unwrap().expiry, Expiry::Expired);
 }
@@ -485,10 +515,28 @@ async fn bad_uploads_are_refused_and_change_nothing() {
     let before = w.certs.status().unwrap().unwrap();
 
     let csr = w.certs.new_csr().unwrap();
-    let err = w.certs.upload(b"hello", "it@school.example", None).unwrap_err();
-    assert!(matches!(err, PushCertError::Certificate(CertificateError::NoCertificate)), "{err}");
-    let err = w.certs.upload(csr.as_bytes(), "it@school.example", None).unwrap_err();
-    assert!(matches!(err, PushCertError::Certificate(CertificateError::NoCertificate)), "{err}");
+    let err = w
+        .certs
+        .upload(b"hello", "it@school.example", None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushCertError::Certificate(CertificateError::NoCertificate)
+        ),
+        "{err}"
+    );
+    let err = w
+        .certs
+        .upload(csr.as_bytes(), "it@school.example", None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushCertError::Certificate(CertificateError::NoCertificate)
+        ),
+        "{err}"
+    );
 
     // A certificate Apple made for somebody else's request.
     let other = PushCertService::new(
@@ -498,23 +546,40 @@ async fn bad_uploads_are_refused_and_change_nothing() {
     )
     .unwrap();
     let now = w.clock.now();
-    let foreign = w
-        .ca
-        .sign_csr(&other.csr().unwrap(), topic.as_str(), now, now + Duration::days(365))
+    let foreign =
+        w.ca.sign_csr(
+            &other.csr().unwrap(),
+            topic.as_str(),
+            now,
+            now + Duration::days(365),
+        )
         .unwrap();
-    let err = w.certs.upload(foreign.as_bytes(), "it@school.example", None).unwrap_err();
+    let err = w
+        .certs
+        .upload(foreign.as_bytes(), "it@school.example", None)
+        .unwrap_err();
     assert!(matches!(err, PushCertError::NotOurRequest), "{err}");
 
     // Ours, but expired already.
-    let expired = w
-        .ca
-        .sign_csr(&csr, topic.as_str(), now - Duration::days(400), now - Duration::days(35))
+    let expired =
+        w.ca.sign_csr(
+            &csr,
+            topic.as_str(),
+            now - Duration::days(400),
+            now - Duration::days(35),
+        )
         .unwrap();
-    let err = w.certs.upload(expired.as_bytes(), "it@school.example", None).unwrap_err();
+    let err = w
+        .certs
+        .upload(expired.as_bytes(), "it@school.example", None)
+        .unwrap_err();
     assert!(matches!(err, PushCertError::Expired(_)), "{err}");
 
     let good = w.issue(topic.as_str());
-    let err = w.certs.upload(good.as_bytes(), "not an email", None).unwrap_err();
+    let err = w
+        .certs
+        .upload(good.as_bytes(), "not an email", None)
+        .unwrap_err();
     assert!(matches!(err, PushCertError::BadAppleId), "{err}");
 
     let after = w.certs.status().unwrap().unwrap();
@@ -544,7 +609,10 @@ async fn renewal_keeps_the_topic_and_reloads_the_pusher() {
     pusher.push(target(&token, "m"));
     pusher.run_once().await;
     let second_serial = w.sim.accepted()[1].client_serial.clone();
-    assert_ne!(first_serial, second_serial, "the new certificate is used at once");
+    assert_ne!(
+        first_serial, second_serial,
+        "the new certificate is used at once"
+    );
     assert_eq!(second_serial, status.serial);
 }
 
@@ -556,8 +624,15 @@ async fn topic_change_needs_typed_confirmation() {
     let new = new_topic();
     let pem = w.issue(&new);
 
-    let err = w.certs.upload(pem.as_bytes(), "it@school.example", None).unwrap_err();
-    let PushCertError::TopicChange { current, new: offered } = &err else {
+    let err = w
+        .certs
+        .upload(pem.as_bytes(), "it@school.example", None)
+        .unwrap_err();
+    let PushCertError::TopicChange {
+        current,
+        new: offered,
+    } = &err
+    else {
         panic!("expected a topic change refusal, got {err}");
     };
     assert_eq!(current, old.as_str());
@@ -571,7 +646,8 @@ async fn topic_change_needs_typed_confirmation() {
     // A confirmation for another topic does not count.
     let elsewhere = TopicChangeConfirmation::from_typed(TOPIC_CHANGE_WORD, &new_topic()).unwrap();
     assert!(matches!(
-        w.certs.upload(pem.as_bytes(), "it@school.example", Some(&elsewhere)),
+        w.certs
+            .upload(pem.as_bytes(), "it@school.example", Some(&elsewhere)),
         Err(PushCertError::TopicChange { .. })
     ));
 
@@ -624,6 +700,8 @@ async fn alert_is_cleared_by_a_new_certificate() {
     assert!(w.certs.status().unwrap().unwrap().alert.is_some());
     w.certs.new_csr().unwrap();
     let pem = w.issue(topic.as_str());
-    w.certs.upload(pem.as_bytes(), "it@school.example", None).unwrap();
+    w.certs
+        .upload(pem.as_bytes(), "it@school.example", None)
+        .unwrap();
     assert!(w.certs.status().unwrap().unwrap().alert.is_none());
 }

@@ -126,7 +126,11 @@ impl PushCertificate {
             serial: tbs.serial_number().to_string(),
             not_before: to_datetime(validity.not_before)?,
             not_after: to_datetime(validity.not_after)?,
-            public_key: tbs.subject_public_key_info().subject_public_key.raw_bytes().to_vec(),
+            public_key: tbs
+                .subject_public_key_info()
+                .subject_public_key
+                .raw_bytes()
+                .to_vec(),
             chain: chain.clone(),
         })
     }
@@ -212,8 +216,8 @@ impl PushIdentity {
 
 /// The subjectPublicKey bits of a PKCS#8 private key.
 pub fn public_key_of(key_pkcs8: &[u8]) -> Result<Vec<u8>, CertificateError> {
-    let pair = rcgen::KeyPair::try_from(key_pkcs8)
-        .map_err(|e| CertificateError::BadKey(e.to_string()))?;
+    let pair =
+        rcgen::KeyPair::try_from(key_pkcs8).map_err(|e| CertificateError::BadKey(e.to_string()))?;
     Ok(pair.public_key_raw().to_vec())
 }
 
@@ -506,19 +510,26 @@ impl ApnsClient {
             .body(Full::new(Bytes::from(body)));
         let request = match request {
             Ok(r) => r,
-            Err(e) => return PushOutcome::Transport { error: e.to_string() },
-        };
-        let response = match tokio::time::timeout(self.settings.timeout, self.http.request(request))
-            .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return PushOutcome::Transport { error: error_chain(&e) },
-            Err(_) => {
+            Err(e) => {
                 return PushOutcome::Transport {
-                    error: "APNs did not answer in time".into(),
+                    error: e.to_string(),
                 };
             }
         };
+        let response =
+            match tokio::time::timeout(self.settings.timeout, self.http.request(request)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    return PushOutcome::Transport {
+                        error: error_chain(&e),
+                    };
+                }
+                Err(_) => {
+                    return PushOutcome::Transport {
+                        error: "APNs did not answer in time".into(),
+                    };
+                }
+            };
         let status = response.status().as_u16();
         let apns_id = response
             .headers()
@@ -542,7 +553,12 @@ impl ApnsClient {
             return (0, String::new());
         };
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -576,11 +592,9 @@ fn classify(status: u16, apns_id: Option<String>, body: &[u8]) -> PushOutcome {
         403 => PushOutcome::CertificateRejected { reason },
         410 => PushOutcome::Unregistered {
             reason,
-            since: parsed
-                .and_then(|b| b.timestamp)
-                .and_then(|ms| {
-                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-                }),
+            since: parsed.and_then(|b| b.timestamp).and_then(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            }),
         },
         429 => PushOutcome::TooManyRequests { reason },
         500..=599 => PushOutcome::ServerError { status, reason },
@@ -611,7 +625,11 @@ mod tests {
             classify(403, None, br#"{"reason":"BadCertificate"}"#).label(),
             "certificate_rejected"
         );
-        let gone = classify(410, None, br#"{"reason":"Unregistered","timestamp":1700000000000}"#);
+        let gone = classify(
+            410,
+            None,
+            br#"{"reason":"Unregistered","timestamp":1700000000000}"#,
+        );
         assert_eq!(
             gone,
             PushOutcome::Unregistered {
@@ -649,6 +667,9 @@ mod tests {
         assert!(PushMagic::parse("8A1B-22").is_ok());
         assert_eq!(PushMagic::parse(""), Err(TokenError::PushMagic));
         assert_eq!(PushMagic::parse("a\nb"), Err(TokenError::PushMagic));
-        assert_eq!(PushMagic::parse(&"x".repeat(257)), Err(TokenError::PushMagic));
+        assert_eq!(
+            PushMagic::parse(&"x".repeat(257)),
+            Err(TokenError::PushMagic)
+        );
     }
 }

@@ -15,7 +15,7 @@ use time::{Duration, OffsetDateTime};
 use crate::apple::apns::pusher::{CertificateAlerts, IdentityCell};
 use crate::apple::apns::{CertificateError, PushCertificate, PushIdentity, Topic, public_key_of};
 use crate::clock::SharedClock;
-use crate::pki::secret::{SecretError, SecretKey, Sealed};
+use crate::pki::secret::{Sealed, SecretError, SecretKey};
 use crate::store::StoreError;
 
 /// Warn this long before the certificate expires.
@@ -350,7 +350,11 @@ fn make_csr() -> Result<(Vec<u8>, String), PushCertError> {
     let gen_err = |e: &dyn std::fmt::Display| PushCertError::KeyGeneration(e.to_string());
     let mut rng = rand::rng();
     let key = rsa::PrivateKey::new(&mut rng, 2048).map_err(|e| gen_err(&e))?;
-    let der = key.to_pkcs8_der().map_err(|e| gen_err(&e))?.as_bytes().to_vec();
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| gen_err(&e))?
+        .as_bytes()
+        .to_vec();
     let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
         &rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_slice()),
         &rcgen::PKCS_RSA_SHA256,

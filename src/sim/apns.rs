@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use der::{Decode, Encode};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -21,10 +22,9 @@ use rcgen::{
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName as TlsName, SignatureScheme};
-use der::{Decode, Encode};
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -130,7 +130,12 @@ impl PushCa {
         now: OffsetDateTime,
     ) -> Result<String, SimError> {
         let topic = format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4());
-        self.sign_csr(csr_pem, &topic, now - Duration::minutes(5), now + Duration::days(365))
+        self.sign_csr(
+            csr_pem,
+            &topic,
+            now - Duration::minutes(5),
+            now + Duration::days(365),
+        )
     }
 
     /// A TLS server certificate for the simulator's loopback listener.
@@ -176,7 +181,10 @@ fn verified_csr_key(csr_pem: &str) -> Result<CsrKey, SimError> {
         ));
     }
     let key = spki.subject_public_key.raw_bytes().to_vec();
-    let info = req.info.to_der().map_err(|e| SimError::BadCsr(e.to_string()))?;
+    let info = req
+        .info
+        .to_der()
+        .map_err(|e| SimError::BadCsr(e.to_string()))?;
     ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &key)
         .verify(&info, req.signature.raw_bytes())
         .map_err(|_| SimError::BadCsr("the CSR signature does not verify".into()))?;
@@ -259,9 +267,10 @@ impl ApnsSim {
         roots
             .add(ca.certificate().clone())
             .map_err(|e| SimError::Tls(e.to_string()))?;
-        let chain_check = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
-            .build()
-            .map_err(|e| SimError::Tls(e.to_string()))?;
+        let chain_check =
+            WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+                .build()
+                .map_err(|e| SimError::Tls(e.to_string()))?;
         let (chain, key) = ca.server_certificate()?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -358,7 +367,11 @@ impl ApnsSim {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -419,7 +432,12 @@ async fn handle(
     if req.method() != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed");
     }
-    let Some(token_hex) = req.uri().path().strip_prefix("/3/device/").map(str::to_owned) else {
+    let Some(token_hex) = req
+        .uri()
+        .path()
+        .strip_prefix("/3/device/")
+        .map(str::to_owned)
+    else {
         return reply(StatusCode::NOT_FOUND, "BadPath");
     };
     if token_hex.is_empty() {
@@ -518,7 +536,10 @@ fn check_certificate(
     let (leaf, intermediates) = peer.split_first().ok_or("MissingProviderToken")?;
     let secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
-    match shared.chain_check.verify_client_cert(leaf, intermediates, at) {
+    match shared
+        .chain_check
+        .verify_client_cert(leaf, intermediates, at)
+    {
         Ok(_) => {}
         Err(rustls::Error::InvalidCertificate(
             rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
@@ -619,9 +640,16 @@ mod tests {
         let now = clock.now();
         let topic = format!("com.apple.mgmt.External.{}", uuid::Uuid::new_v4());
         let pem = ca
-            .sign_csr(&certs.csr().unwrap(), &topic, now, now + Duration::days(365))
+            .sign_csr(
+                &certs.csr().unwrap(),
+                &topic,
+                now,
+                now + Duration::days(365),
+            )
             .unwrap();
-        certs.upload(pem.as_bytes(), "it@school.example", None).unwrap();
+        certs
+            .upload(pem.as_bytes(), "it@school.example", None)
+            .unwrap();
         let settings = ApnsSettings {
             base_url: sim.base_url(),
             extra_roots: vec![sim.server_root()],
@@ -644,9 +672,10 @@ mod tests {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Request<Full<Bytes>> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", rig.client.base(), path));
+        let mut builder =
+            Request::builder()
+                .method(method)
+                .uri(format!("{}{}", rig.client.base(), path));
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
@@ -654,10 +683,19 @@ mod tests {
     }
 
     fn mdm_headers(topic: &str) -> Vec<(&'static str, String)> {
-        vec![("apns-push-type", "mdm".into()), ("apns-topic", topic.to_owned())]
+        vec![
+            ("apns-push-type", "mdm".into()),
+            ("apns-topic", topic.to_owned()),
+        ]
     }
 
-    async fn send(rig: &Rig, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    async fn send(
+        rig: &Rig,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, String) {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         rig.client
             .raw(request(rig, method, path, &headers, body.to_vec()))
@@ -672,13 +710,32 @@ mod tests {
         let h = mdm_headers(&rig.topic);
 
         let cases: Vec<(u16, &str, (u16, String))> = vec![
-            (405, "MethodNotAllowed", send(&rig, "GET", &path, &h, b"").await),
-            (404, "BadPath", send(&rig, "POST", "/2/device/00", &h, ok).await),
-            (400, "MissingDeviceToken", send(&rig, "POST", "/3/device/", &h, ok).await),
+            (
+                405,
+                "MethodNotAllowed",
+                send(&rig, "GET", &path, &h, b"").await,
+            ),
+            (
+                404,
+                "BadPath",
+                send(&rig, "POST", "/2/device/00", &h, ok).await,
+            ),
+            (
+                400,
+                "MissingDeviceToken",
+                send(&rig, "POST", "/3/device/", &h, ok).await,
+            ),
             (
                 400,
                 "InvalidPushType",
-                send(&rig, "POST", &path, &[("apns-topic", rig.topic.clone())], ok).await,
+                send(
+                    &rig,
+                    "POST",
+                    &path,
+                    &[("apns-topic", rig.topic.clone())],
+                    ok,
+                )
+                .await,
             ),
             (
                 400,
@@ -687,7 +744,10 @@ mod tests {
                     &rig,
                     "POST",
                     &path,
-                    &[("apns-push-type", "mdm".into()), ("apns-topic", "com.apple.mgmt.Other".into())],
+                    &[
+                        ("apns-push-type", "mdm".into()),
+                        ("apns-topic", "com.apple.mgmt.Other".into()),
+                    ],
                     ok,
                 )
                 .await,
@@ -695,18 +755,40 @@ mod tests {
             (
                 400,
                 "BadPriority",
-                send(&rig, "POST", &path, &[h[0].clone(), ("apns-priority", "7".into())], ok).await,
+                send(
+                    &rig,
+                    "POST",
+                    &path,
+                    &[h[0].clone(), ("apns-priority", "7".into())],
+                    ok,
+                )
+                .await,
             ),
-            (400, "PayloadEmpty", send(&rig, "POST", &path, &h, b"").await),
-            (413, "PayloadTooLarge", send(&rig, "POST", &path, &h, &vec![b' '; MAX_PAYLOAD + 1]).await),
-            (400, "BadDeviceToken", send(&rig, "POST", "/3/device/xyz", &h, ok).await),
+            (
+                400,
+                "PayloadEmpty",
+                send(&rig, "POST", &path, &h, b"").await,
+            ),
+            (
+                413,
+                "PayloadTooLarge",
+                send(&rig, "POST", &path, &h, &vec![b' '; MAX_PAYLOAD + 1]).await,
+            ),
+            (
+                400,
+                "BadDeviceToken",
+                send(&rig, "POST", "/3/device/xyz", &h, ok).await,
+            ),
         ];
         for (status, reason, (got_status, body)) in cases {
             assert_eq!(got_status, status, "{reason}: {body}");
             let json: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(json["reason"], reason);
         }
-        assert!(rig.sim.accepted().is_empty(), "nothing refused was recorded");
+        assert!(
+            rig.sim.accepted().is_empty(),
+            "nothing refused was recorded"
+        );
 
         // The same connection still delivers a proper push.
         let (status, _) = send(&rig, "POST", &path, &h, ok).await;
@@ -731,11 +813,27 @@ mod tests {
         let tampered = pem_of("CERTIFICATE REQUEST", &bytes);
         let ca = PushCa::new().unwrap();
         let now = OffsetDateTime::now_utc();
-        assert!(ca
-            .sign_csr(&tampered, "com.apple.mgmt.External.x", now, now + Duration::days(1))
-            .is_err());
-        assert!(ca.sign_csr(&csr, "not.a.push.topic", now, now + Duration::days(1)).is_err());
-        let pem = ca.sign_csr(&csr, "com.apple.mgmt.External.x", now, now + Duration::days(1)).unwrap();
+        assert!(
+            ca.sign_csr(
+                &tampered,
+                "com.apple.mgmt.External.x",
+                now,
+                now + Duration::days(1)
+            )
+            .is_err()
+        );
+        assert!(
+            ca.sign_csr(&csr, "not.a.push.topic", now, now + Duration::days(1))
+                .is_err()
+        );
+        let pem = ca
+            .sign_csr(
+                &csr,
+                "com.apple.mgmt.External.x",
+                now,
+                now + Duration::days(1),
+            )
+            .unwrap();
         let cert = PushCertificate::parse_pem(pem.as_bytes()).unwrap();
         assert_eq!(cert.topic.as_str(), "com.apple.mgmt.External.x");
     }

@@ -16,8 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    ApnsClient, ApnsSettings, DeviceToken, PushIdentity, PushMagic, PushOutcome, PushTarget,
-    Topic,
+    ApnsClient, ApnsSettings, DeviceToken, PushIdentity, PushMagic, PushOutcome, PushTarget, Topic,
 };
 use crate::metrics::Metrics;
 
@@ -37,7 +36,10 @@ impl IdentityCell {
 
     pub fn get(&self) -> Option<Arc<PushIdentity>> {
         // Holds a plain Option<Arc>: a poisoned lock still holds a valid value.
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set(&self, identity: Option<Arc<PushIdentity>>) {
@@ -231,7 +233,13 @@ impl Pusher {
         }
     }
 
-    fn handle(&self, client: &ApnsClient, target: PushTarget, throttled: u32, outcome: &PushOutcome) {
+    fn handle(
+        &self,
+        client: &ApnsClient,
+        target: PushTarget,
+        throttled: u32,
+        outcome: &PushOutcome,
+    ) {
         self.inner
             .metrics
             .inc(PUSHES_TOTAL, &[("outcome", outcome.label())]);
@@ -242,7 +250,9 @@ impl Pusher {
             }
             PushOutcome::CertificateRejected { reason } => {
                 tracing::error!(topic = %client.topic(), reason, "APNs refused the push certificate");
-                self.inner.alerts.certificate_rejected(client.topic(), reason);
+                self.inner
+                    .alerts
+                    .certificate_rejected(client.topic(), reason);
             }
             PushOutcome::TooManyRequests { .. } => self.back_off(target, throttled + 1),
             PushOutcome::Rejected { status, reason } => {
