@@ -32,10 +32,10 @@ use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 use super::cms::{
-    CertKind, CertSpec, CheckTime, Cipher, CmsError, DigestAlg, SignOptions, SignerKey,
-    Unverified, attribute, attribute_value, build, certificates_of, certs_only,
-    encrypt_enveloped, issue_certificate, open_enveloped, public_key_of, self_signed_certificate,
-    sign_with, signature_digest, spki_of, to_der, verify_chain,
+    CertKind, CertSpec, CheckTime, Cipher, CmsError, DigestAlg, SignOptions, SignerKey, Unverified,
+    attribute, attribute_value, build, certificates_of, certs_only, encrypt_enveloped,
+    issue_certificate, open_enveloped, public_key_of, self_signed_certificate, sign_with,
+    signature_digest, spki_of, to_der, verify_chain,
 };
 
 /// `GetCACaps` answer: what Orchard's SCEP CA supports (RFC 8894 section 3.5.2).
@@ -69,7 +69,10 @@ pub struct CaIdentity {
 impl fmt::Debug for CaIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaIdentity")
-            .field("subject", &self.cert.tbs_certificate().subject().to_string())
+            .field(
+                "subject",
+                &self.cert.tbs_certificate().subject().to_string(),
+            )
             .field("key", &"<secret>")
             .finish()
     }
@@ -225,8 +228,7 @@ const FAIL_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113
 const SENDER_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.5");
 const RECIPIENT_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.6");
 const TRANSACTION_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.7");
-const CHALLENGE_PASSWORD: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.7");
+const CHALLENGE_PASSWORD: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.7");
 
 /// Largest PKIOperation accepted (a CSR in two CMS layers is a few KiB).
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
@@ -239,7 +241,9 @@ pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// CSR, unsupported message type).
 pub fn parse_pki_operation(bytes: &[u8], ca: &CaIdentity) -> Result<PkiRequest, ScepError> {
     if bytes.len() > MAX_MESSAGE_LEN {
-        return Err(ScepError::Unreadable("the message is larger than 64 KiB".into()));
+        return Err(ScepError::Unreadable(
+            "the message is larger than 64 KiB".into(),
+        ));
     }
     let msg = Unverified::decode(bytes).map_err(unreadable)?;
     let transaction_id = printable_attr(&msg.signed_attrs, &TRANSACTION_ID)
@@ -280,8 +284,12 @@ pub fn parse_pki_operation(bytes: &[u8], ca: &CaIdentity) -> Result<PkiRequest, 
         CmsError::Unsupported { .. } => refuse(FailInfo::BadAlg, e.to_string()),
         _ => refuse(FailInfo::BadMessageCheck, e.to_string()),
     })?;
-    let csr = CertReq::from_der(&csr_der)
-        .map_err(|e| refuse(FailInfo::BadRequest, format!("the CSR does not parse ({e})")))?;
+    let csr = CertReq::from_der(&csr_der).map_err(|e| {
+        refuse(
+            FailInfo::BadRequest,
+            format!("the CSR does not parse ({e})"),
+        )
+    })?;
     verify_csr(&csr).map_err(|e| refuse(FailInfo::BadRequest, e.to_string()))?;
     let challenge = csr
         .info
@@ -370,7 +378,12 @@ fn cert_rep(
         extra_attrs: attrs,
         ..SignOptions::default()
     };
-    Ok(sign_with(content, &ca.cert, &SignerKey::Rsa(ca.key.clone()), &opts)?)
+    Ok(sign_with(
+        content,
+        &ca.cert,
+        &SignerKey::Rsa(ca.key.clone()),
+        &opts,
+    )?)
 }
 
 /// A `PKCSReq` made by [`build_pkcs_req`], with what is needed to read the answer.
@@ -401,12 +414,14 @@ pub fn build_pkcs_req(
     let spki = spki_of(key)?;
     let challenge_attr = Attribute {
         oid: CHALLENGE_PASSWORD,
-        values: [Any::encode_from(&PrintableString::new(challenge).map_err(|_| {
-            ScepError::Cms(CmsError::Build(
-                "the challenge must be printable ASCII (letters, digits, '()+,-./:=? ')".into(),
-            ))
-        })?)
-        .map_err(build)?]
+        values: [
+            Any::encode_from(&PrintableString::new(challenge).map_err(|_| {
+                ScepError::Cms(CmsError::Build(
+                    "the challenge must be printable ASCII (letters, digits, '()+,-./:=? ')".into(),
+                ))
+            })?)
+            .map_err(build)?,
+        ]
         .to_vec()
         .try_into()
         .map_err(build)?,
@@ -602,8 +617,9 @@ mod tests {
         let key = rsa_key();
         for digest in [DigestAlg::Sha1, DigestAlg::Sha256] {
             for cipher in Cipher::ALL {
-                let req = build_pkcs_req(&key, &subject(), "s3cret", &ca.cert, cipher, digest, now())
-                    .expect("build");
+                let req =
+                    build_pkcs_req(&key, &subject(), "s3cret", &ca.cert, cipher, digest, now())
+                        .expect("build");
                 let parsed = parse_pki_operation(&req.message, &ca).expect("parse");
                 assert_eq!(parsed.message_type, MessageType::PkcsReq);
                 assert_eq!(parsed.challenge.as_deref(), Some("s3cret"));
@@ -623,8 +639,13 @@ mod tests {
                 let rep = cert_rep_success(&parsed, &issued, &ca).expect("reply");
                 let outcome = parse_cert_rep(&rep, &req, &key, &ca.cert).expect("read reply");
                 assert_eq!(outcome, CertRepOutcome::Issued(issued.clone()));
-                verify_chain(&issued, &[], std::slice::from_ref(&ca.cert), CheckTime::At(now()))
-                    .expect("issued cert chains to the CA");
+                verify_chain(
+                    &issued,
+                    &[],
+                    std::slice::from_ref(&ca.cert),
+                    CheckTime::At(now()),
+                )
+                .expect("issued cert chains to the CA");
             }
         }
     }
@@ -639,9 +660,14 @@ mod tests {
                     .expect("build");
                 let parsed = parse_pki_operation(&req.message, &ca).expect("parse");
                 assert_eq!(parsed.challenge.as_deref(), Some("pw"));
-                let issued =
-                    issue_device_certificate(&parsed.csr, &ca, 7, now(), now() + time::Duration::days(1))
-                        .expect("issue");
+                let issued = issue_device_certificate(
+                    &parsed.csr,
+                    &ca,
+                    7,
+                    now(),
+                    now() + time::Duration::days(1),
+                )
+                .expect("issue");
                 assert_eq!(
                     issued.tbs_certificate().subject_public_key_info(),
                     &spki_of(&key).expect("spki")
@@ -654,8 +680,16 @@ mod tests {
     fn wrong_challenge_reaches_the_caller_and_failure_round_trips() {
         let ca = new_ca();
         let key = rsa_key();
-        let req = build_pkcs_req(&key, &subject(), "wrong", &ca.cert, Cipher::Aes128Cbc, DigestAlg::Sha256, now())
-            .expect("build");
+        let req = build_pkcs_req(
+            &key,
+            &subject(),
+            "wrong",
+            &ca.cert,
+            Cipher::Aes128Cbc,
+            DigestAlg::Sha256,
+            now(),
+        )
+        .expect("build");
         let parsed = parse_pki_operation(&req.message, &ca).expect("parse");
         assert_eq!(parsed.challenge.as_deref(), Some("wrong"));
         let rep = cert_rep_failure(&parsed.reply_to, FailInfo::BadRequest, &ca).expect("failure");
@@ -669,14 +703,26 @@ mod tests {
     fn tampered_message_is_refused_with_bad_message_check() {
         let ca = new_ca();
         let key = rsa_key();
-        let req = build_pkcs_req(&key, &subject(), "pw", &ca.cert, Cipher::Des3Cbc, DigestAlg::Sha256, now())
-            .expect("build");
+        let req = build_pkcs_req(
+            &key,
+            &subject(),
+            "pw",
+            &ca.cert,
+            Cipher::Des3Cbc,
+            DigestAlg::Sha256,
+            now(),
+        )
+        .expect("build");
         // Flip a byte of the enveloped content (well inside the message, before the signer).
         let mut bad = req.message.clone();
         let pos = bad.len() / 3;
         bad[pos] ^= 0x01;
         match parse_pki_operation(&bad, &ca) {
-            Err(ScepError::Refused { fail_info, reply_to, .. }) => {
+            Err(ScepError::Refused {
+                fail_info,
+                reply_to,
+                ..
+            }) => {
                 assert_eq!(fail_info, FailInfo::BadMessageCheck);
                 assert_eq!(reply_to.transaction_id, req.transaction_id);
                 let rep = cert_rep_failure(&reply_to, fail_info, &ca).expect("failure");
@@ -693,11 +739,22 @@ mod tests {
     fn a_request_for_another_ca_is_bad_message_check() {
         let ca = new_ca();
         let other = new_ca();
-        let req = build_pkcs_req(&rsa_key(), &subject(), "pw", &other.cert, Cipher::Aes256Cbc, DigestAlg::Sha1, now())
-            .expect("build");
+        let req = build_pkcs_req(
+            &rsa_key(),
+            &subject(),
+            "pw",
+            &other.cert,
+            Cipher::Aes256Cbc,
+            DigestAlg::Sha1,
+            now(),
+        )
+        .expect("build");
         assert!(matches!(
             parse_pki_operation(&req.message, &ca),
-            Err(ScepError::Refused { fail_info: FailInfo::BadMessageCheck, .. })
+            Err(ScepError::Refused {
+                fail_info: FailInfo::BadMessageCheck,
+                ..
+            })
         ));
     }
 
@@ -705,14 +762,33 @@ mod tests {
     fn replies_are_checked_by_the_client() {
         let ca = new_ca();
         let key = rsa_key();
-        let req = build_pkcs_req(&key, &subject(), "pw", &ca.cert, Cipher::Aes128Cbc, DigestAlg::Sha256, now())
-            .expect("build");
-        let other_req = build_pkcs_req(&key, &subject(), "pw", &ca.cert, Cipher::Aes128Cbc, DigestAlg::Sha256, now())
-            .expect("build");
+        let req = build_pkcs_req(
+            &key,
+            &subject(),
+            "pw",
+            &ca.cert,
+            Cipher::Aes128Cbc,
+            DigestAlg::Sha256,
+            now(),
+        )
+        .expect("build");
+        let other_req = build_pkcs_req(
+            &key,
+            &subject(),
+            "pw",
+            &ca.cert,
+            Cipher::Aes128Cbc,
+            DigestAlg::Sha256,
+            now(),
+        )
+        .expect("build");
         let parsed = parse_pki_operation(&other_req.message, &ca).expect("parse");
         let rep = cert_rep_failure(&parsed.reply_to, FailInfo::BadTime, &ca).expect("rep");
         // Answer to another request (other nonce).
-        assert!(matches!(parse_cert_rep(&rep, &req, &key, &ca.cert), Err(ScepError::BadResponse(_))));
+        assert!(matches!(
+            parse_cert_rep(&rep, &req, &key, &ca.cert),
+            Err(ScepError::BadResponse(_))
+        ));
         // Signed by another CA.
         let impostor = new_ca();
         assert!(matches!(
@@ -724,15 +800,29 @@ mod tests {
     #[test]
     fn garbage_truncation_and_caps() {
         let ca = new_ca();
-        let req = build_pkcs_req(&rsa_key(), &subject(), "pw", &ca.cert, Cipher::Aes128Cbc, DigestAlg::Sha256, now())
-            .expect("build");
+        let req = build_pkcs_req(
+            &rsa_key(),
+            &subject(),
+            "pw",
+            &ca.cert,
+            Cipher::Aes128Cbc,
+            DigestAlg::Sha256,
+            now(),
+        )
+        .expect("build");
         for cut in (0..req.message.len()).step_by(7) {
             assert!(parse_pki_operation(&req.message[..cut], &ca).is_err());
         }
-        assert!(matches!(parse_pki_operation(b"hello", &ca), Err(ScepError::Unreadable(_))));
+        assert!(matches!(
+            parse_pki_operation(b"hello", &ca),
+            Err(ScepError::Unreadable(_))
+        ));
         assert!(ca_caps().contains("POSTPKIOperation") && ca_caps().contains("SHA-256"));
         let (ct, body) = ca_cert_response(&ca.cert, &[]).expect("cacert");
-        assert_eq!((ct, body), ("application/x-x509-ca-cert", to_der(&ca.cert).expect("der")));
+        assert_eq!(
+            (ct, body),
+            ("application/x-x509-ca-cert", to_der(&ca.cert).expect("der"))
+        );
         let (ct, body) = ca_cert_response(&ca.cert, std::slice::from_ref(&ca.cert)).expect("chain");
         assert_eq!(ct, "application/x-x509-ca-ra-cert");
         assert!(certificates_of(&body).expect("certs").contains(&ca.cert));

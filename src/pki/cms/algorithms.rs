@@ -113,7 +113,10 @@ impl Cipher {
     }
 
     /// The AlgorithmIdentifier with the IV as its OCTET STRING parameter.
-    pub(crate) fn algorithm_identifier(self, iv: &[u8]) -> Result<AlgorithmIdentifierOwned, CmsError> {
+    pub(crate) fn algorithm_identifier(
+        self,
+        iv: &[u8],
+    ) -> Result<AlgorithmIdentifierOwned, CmsError> {
         let iv = OctetString::new(iv).map_err(build)?;
         Ok(AlgorithmIdentifierOwned {
             oid: self.oid(),
@@ -121,9 +124,19 @@ impl Cipher {
         })
     }
 
-    pub(crate) fn encrypt(self, key: &[u8], iv: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CmsError> {
-        fn run<C: KeyIvInit + BlockModeEncrypt>(k: &[u8], iv: &[u8], p: &[u8]) -> Result<Vec<u8>, CmsError> {
-            let c = C::new_from_slices(k, iv).map_err(|_| CmsError::Build("bad key or IV length".into()))?;
+    pub(crate) fn encrypt(
+        self,
+        key: &[u8],
+        iv: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CmsError> {
+        fn run<C: KeyIvInit + BlockModeEncrypt>(
+            k: &[u8],
+            iv: &[u8],
+            p: &[u8],
+        ) -> Result<Vec<u8>, CmsError> {
+            let c = C::new_from_slices(k, iv)
+                .map_err(|_| CmsError::Build("bad key or IV length".into()))?;
             Ok(c.encrypt_padded_vec::<Pkcs7>(p))
         }
         match self {
@@ -136,10 +149,20 @@ impl Cipher {
     }
 
     /// Decrypts; a wrong key length, IV length or padding is an error, never a panic.
-    pub(crate) fn decrypt(self, key: &[u8], iv: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CmsError> {
-        fn run<C: KeyIvInit + BlockModeDecrypt>(k: &[u8], iv: &[u8], c: &[u8]) -> Result<Vec<u8>, CmsError> {
+    pub(crate) fn decrypt(
+        self,
+        key: &[u8],
+        iv: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, CmsError> {
+        fn run<C: KeyIvInit + BlockModeDecrypt>(
+            k: &[u8],
+            iv: &[u8],
+            c: &[u8],
+        ) -> Result<Vec<u8>, CmsError> {
             let d = C::new_from_slices(k, iv).map_err(|_| CmsError::KeyUnwrap)?;
-            d.decrypt_padded_vec::<Pkcs7>(c).map_err(|_| CmsError::BadPadding)
+            d.decrypt_padded_vec::<Pkcs7>(c)
+                .map_err(|_| CmsError::BadPadding)
         }
         if key.len() != self.key_len() {
             // RSA unwrapped a key of the wrong size: the wrong private key was used.

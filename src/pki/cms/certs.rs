@@ -100,7 +100,9 @@ fn build_certificate(
     signer: &SignerKey,
 ) -> Result<Certificate, CmsError> {
     if spec.not_after <= spec.not_before {
-        return Err(CmsError::Build("the certificate would end before it starts".into()));
+        return Err(CmsError::Build(
+            "the certificate would end before it starts".into(),
+        ));
     }
     let signature = signer.certificate_signature_algorithm(DigestAlg::Sha256);
     let ski = key_identifier(subject_key);
@@ -109,15 +111,28 @@ fn build_certificate(
         None => ski.clone(),
     };
     let (usages, ca) = match spec.kind {
-        CertKind::Authority => (KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature, true),
-        CertKind::ClientIdentity | CertKind::EndEntity => {
-            (KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment, false)
-        }
+        CertKind::Authority => (
+            KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature,
+            true,
+        ),
+        CertKind::ClientIdentity | CertKind::EndEntity => (
+            KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment,
+            false,
+        ),
     };
     let mut extensions = vec![
-        extension(&BasicConstraints { ca, path_len_constraint: None }, true)?,
+        extension(
+            &BasicConstraints {
+                ca,
+                path_len_constraint: None,
+            },
+            true,
+        )?,
         extension(&KeyUsage(usages), true)?,
-        extension(&SubjectKeyIdentifier(OctetString::new(ski).map_err(build)?), false)?,
+        extension(
+            &SubjectKeyIdentifier(OctetString::new(ski).map_err(build)?),
+            false,
+        )?,
         extension(
             &AuthorityKeyIdentifier {
                 key_identifier: Some(OctetString::new(aki).map_err(build)?),
@@ -128,13 +143,19 @@ fn build_certificate(
         )?,
     ];
     if spec.kind == CertKind::ClientIdentity {
-        extensions.push(extension(&ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]), false)?);
+        extensions.push(extension(
+            &ExtendedKeyUsage(vec![ID_KP_CLIENT_AUTH]),
+            false,
+        )?);
     }
     let tbs = Tbs {
         version: 2,
         serial_number: SerialNumber::new(&positive_integer(spec.serial)).map_err(build)?,
         signature: signature.clone(),
-        issuer: issuer.map_or_else(|| spec.subject.clone(), |c| c.tbs_certificate().subject().clone()),
+        issuer: issuer.map_or_else(
+            || spec.subject.clone(),
+            |c| c.tbs_certificate().subject().clone(),
+        ),
         validity: Validity::new(x509_time(spec.not_before)?, x509_time(spec.not_after)?),
         subject: spec.subject.clone(),
         subject_public_key_info: subject_key.clone(),
@@ -165,7 +186,12 @@ fn key_identifier(spki: &SubjectPublicKeyInfoOwned) -> Vec<u8> {
 
 /// Big-endian bytes of a positive INTEGER (leading zero when the top bit is set).
 fn positive_integer(n: u64) -> Vec<u8> {
-    let mut bytes: Vec<u8> = n.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+    let mut bytes: Vec<u8> = n
+        .to_be_bytes()
+        .iter()
+        .copied()
+        .skip_while(|b| *b == 0)
+        .collect();
     if bytes.first().is_none_or(|b| b & 0x80 != 0) {
         bytes.insert(0, 0);
     }
@@ -176,10 +202,13 @@ fn positive_integer(n: u64) -> Vec<u8> {
 pub(crate) fn x509_time(t: OffsetDateTime) -> Result<Time, CmsError> {
     let secs = u64::try_from(t.unix_timestamp())
         .map_err(|_| CmsError::Build("dates before 1970 are not supported".into()))?;
-    let dt = der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs)).map_err(build)?;
+    let dt =
+        der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs)).map_err(build)?;
     if dt.year() < 2050 {
         Ok(Time::UtcTime(UtcTime::from_date_time(dt).map_err(build)?))
     } else {
-        Ok(Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt)))
+        Ok(Time::GeneralTime(
+            der::asn1::GeneralizedTime::from_date_time(dt),
+        ))
     }
 }

@@ -127,8 +127,8 @@ fn subject(cert: &Certificate) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::cms::load_certificate;
     use crate::pki::cms::certs::{CertKind, issue_certificate, spki_of};
+    use crate::pki::cms::load_certificate;
     use crate::pki::cms::testutil::ca_and_leaf;
 
     const APPLE: &str = "/work/shared/testdata/apple-certs";
@@ -140,7 +140,10 @@ mod tests {
 
     fn apple_chain() -> (Vec<Certificate>, Vec<Certificate>) {
         (
-            vec![apple("apple-iphone-device-ca"), apple("apple-iphone-certification-authority")],
+            vec![
+                apple("apple-iphone-device-ca"),
+                apple("apple-iphone-certification-authority"),
+            ],
             vec![apple("apple-root-ca")],
         )
     }
@@ -207,7 +210,12 @@ mod tests {
             issue_certificate(&spec, &spki_of(&leaf_key).expect("spki"), &leaf, &leaf_key)
                 .expect("issue");
         assert!(matches!(
-            verify_chain(&grandchild, std::slice::from_ref(&leaf), std::slice::from_ref(&ca), CheckTime::Ignore),
+            verify_chain(
+                &grandchild,
+                std::slice::from_ref(&leaf),
+                std::slice::from_ref(&ca),
+                CheckTime::Ignore
+            ),
             Err(CmsError::NotCa { .. })
         ));
         let now = OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");

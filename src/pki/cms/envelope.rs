@@ -3,8 +3,8 @@
 use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier,
-    RecipientInfo, RecipientInfos,
+    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
+    RecipientInfos,
 };
 use der::asn1::OctetString;
 use der::{Any, Decode, EncodingRules};
@@ -187,7 +187,10 @@ mod tests {
             for len in [0usize, 1, 15, 16, 17, 1000] {
                 let content: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
                 let der = encrypt_enveloped(&content, &cert, cipher).expect("encrypt");
-                assert_eq!(decrypt_enveloped(&der, &key, &cert).expect("decrypt"), content);
+                assert_eq!(
+                    decrypt_enveloped(&der, &key, &cert).expect("decrypt"),
+                    content
+                );
             }
         }
     }
@@ -225,7 +228,12 @@ mod tests {
         let text = read("token_des3_ber_smime.p7m");
         // Cut on a line boundary so the base64 itself stays valid.
         let cut = text.len() / 2;
-        let cut = cut - text[..cut].iter().rev().position(|b| *b == b'\n').unwrap_or(0);
+        let cut = cut
+            - text[..cut]
+                .iter()
+                .rev()
+                .position(|b| *b == b'\n')
+                .unwrap_or(0);
         let der = smime_unwrap(&text[..cut]).expect("valid base64 prefix");
         let err = decrypt_enveloped(&der, &key, &cert).expect_err("truncated");
         assert!(matches!(err, CmsError::Malformed(_)), "{err:?}");
@@ -239,7 +247,10 @@ mod tests {
         // DER, and the encrypted content is the last element: its last byte is the file's.
         let last = der.len() - 1;
         der[last] ^= 0xff;
-        assert_eq!(decrypt_enveloped(&der, &key, &cert), Err(CmsError::BadPadding));
+        assert_eq!(
+            decrypt_enveloped(&der, &key, &cert),
+            Err(CmsError::BadPadding)
+        );
     }
 
     #[test]
@@ -248,10 +259,16 @@ mod tests {
         let der = smime_unwrap(&read("token_aes128_der_smime.p7m")).expect("p7m");
         let other_key = RsaPrivateKey::new(&mut rand::rng(), 2048).expect("keygen");
         // Right certificate, wrong private key.
-        assert_eq!(decrypt_enveloped(&der, &other_key, &cert), Err(CmsError::KeyUnwrap));
+        assert_eq!(
+            decrypt_enveloped(&der, &other_key, &cert),
+            Err(CmsError::KeyUnwrap)
+        );
         // A certificate the token was not encrypted for.
         let other = other_certificate();
-        assert_eq!(decrypt_enveloped(&der, &key, &other), Err(CmsError::NotForUs));
+        assert_eq!(
+            decrypt_enveloped(&der, &key, &other),
+            Err(CmsError::NotForUs)
+        );
     }
 
     #[test]

@@ -106,7 +106,9 @@ pub enum CmsError {
         subject: String,
     },
     /// A certificate is outside its validity period.
-    #[error("the certificate \"{subject}\" is not valid at this time (valid {not_before} to {not_after})")]
+    #[error(
+        "the certificate \"{subject}\" is not valid at this time (valid {not_before} to {not_after})"
+    )]
     Expired {
         /// Subject of the certificate.
         subject: String,

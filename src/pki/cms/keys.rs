@@ -45,9 +45,13 @@ impl SignerKey {
         let text = std::str::from_utf8(bytes).ok();
         let p256 = match text.map(str::trim_start) {
             Some(t) if t.starts_with("-----BEGIN EC PRIVATE KEY") => {
-                p256::SecretKey::from_sec1_pem(t).map(|k| p256::ecdsa::SigningKey::from(&k)).ok()
+                p256::SecretKey::from_sec1_pem(t)
+                    .map(|k| p256::ecdsa::SigningKey::from(&k))
+                    .ok()
             }
-            Some(t) if t.starts_with("-----BEGIN") => p256::ecdsa::SigningKey::from_pkcs8_pem(t).ok(),
+            Some(t) if t.starts_with("-----BEGIN") => {
+                p256::ecdsa::SigningKey::from_pkcs8_pem(t).ok()
+            }
             _ => p256::ecdsa::SigningKey::from_pkcs8_der(bytes).ok(),
         };
         p256.map(SignerKey::P256)
@@ -115,7 +119,9 @@ pub fn load_certificates(bytes: &[u8]) -> Result<Vec<Certificate>, CmsError> {
         let certs = Certificate::load_pem_chain(bytes)
             .map_err(|e| CmsError::Certificate(format!("bad PEM certificate bundle ({e})")))?;
         if certs.is_empty() {
-            return Err(CmsError::Certificate("the bundle holds no certificate".into()));
+            return Err(CmsError::Certificate(
+                "the bundle holds no certificate".into(),
+            ));
         }
         return Ok(certs);
     }
@@ -137,7 +143,9 @@ pub(crate) fn rsa_public_key(cert: &Certificate) -> Result<RsaPublicKey, CmsErro
             spki.algorithm.oid
         )));
     }
-    let der = spki.to_der().map_err(|e| CmsError::Certificate(e.to_string()))?;
+    let der = spki
+        .to_der()
+        .map_err(|e| CmsError::Certificate(e.to_string()))?;
     RsaPublicKey::from_public_key_der(&der)
         .map_err(|e| CmsError::Certificate(format!("bad RSA public key ({e})")))
 }
@@ -155,7 +163,9 @@ pub(crate) fn public_key(cert: &Certificate) -> Result<PublicKey, CmsError> {
 /// The verifier for a SubjectPublicKeyInfo: RSA or P-256.
 pub(crate) fn public_key_of(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKey, CmsError> {
     if spki.algorithm.oid == EC_PUBLIC_KEY {
-        let der = spki.to_der().map_err(|e| CmsError::Certificate(e.to_string()))?;
+        let der = spki
+            .to_der()
+            .map_err(|e| CmsError::Certificate(e.to_string()))?;
         return p256::ecdsa::VerifyingKey::from_public_key_der(&der)
             .map(PublicKey::P256)
             .map_err(|_| CmsError::Certificate("the EC key is not on curve P-256".into()));
@@ -166,7 +176,9 @@ pub(crate) fn public_key_of(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKe
             spki.algorithm.oid
         )));
     }
-    let der = spki.to_der().map_err(|e| CmsError::Certificate(e.to_string()))?;
+    let der = spki
+        .to_der()
+        .map_err(|e| CmsError::Certificate(e.to_string()))?;
     RsaPublicKey::from_public_key_der(&der)
         .map(PublicKey::Rsa)
         .map_err(|e| CmsError::Certificate(format!("bad RSA public key ({e})")))
@@ -213,7 +225,10 @@ impl SignerKey {
     }
 
     /// The X.509/PKCS#10 `signatureAlgorithm` for this key and digest (names the hash).
-    pub(crate) fn certificate_signature_algorithm(&self, digest: DigestAlg) -> AlgorithmIdentifierOwned {
+    pub(crate) fn certificate_signature_algorithm(
+        &self,
+        digest: DigestAlg,
+    ) -> AlgorithmIdentifierOwned {
         match self {
             SignerKey::Rsa(_) => with_null(match digest {
                 DigestAlg::Sha1 => SHA1_WITH_RSA,
@@ -261,9 +276,15 @@ mod tests {
         let p8 = key.to_pkcs8_pem(der::pem::LineEnding::CRLF).expect("p8");
         assert_eq!(load_rsa_private_key(p8.as_bytes()).expect("pkcs8 pem"), key);
         let p1der = key.to_pkcs1_der().expect("der");
-        assert_eq!(load_rsa_private_key(p1der.as_bytes()).expect("pkcs1 der"), key);
+        assert_eq!(
+            load_rsa_private_key(p1der.as_bytes()).expect("pkcs1 der"),
+            key
+        );
         let again = rsa_private_key_to_pem(&key).expect("pem");
-        assert_eq!(load_rsa_private_key(again.as_bytes()).expect("round trip"), key);
+        assert_eq!(
+            load_rsa_private_key(again.as_bytes()).expect("round trip"),
+            key
+        );
         assert!(matches!(SignerKey::load(&pem), Ok(SignerKey::Rsa(_))));
     }
 
@@ -274,7 +295,10 @@ mod tests {
         assert!(err.to_string().contains("CERTIFICATE"), "{err}");
         assert!(load_rsa_private_key(b"garbage").is_err());
         assert!(load_certificate(b"garbage").is_err());
-        assert!(load_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+        assert!(
+            load_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
         assert!(SignerKey::load(b"\x30\x03\x02\x01\x00").is_err());
         let c = load_certificate(&cert).expect("cert");
         let pem = certificate_to_pem(&c).expect("pem");

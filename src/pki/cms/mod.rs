@@ -35,27 +35,24 @@ mod keys;
 mod signed;
 mod smime;
 
+pub(crate) use algorithms::signature_digest;
 pub use algorithms::{Cipher, DigestAlg};
+pub(crate) use algorithms::{build, to_der};
+pub(crate) use certs::spki_of;
 pub use certs::{CertKind, CertSpec, issue_certificate, self_signed_certificate};
 pub use chain::{CheckTime, verify_chain};
+pub(crate) use envelope::open_enveloped;
 pub use envelope::{decrypt_enveloped, encrypt_enveloped};
 pub use error::CmsError;
+pub(crate) use keys::public_key_of;
 pub use keys::{
     SignerKey, certificate_to_pem, load_certificate, load_certificates, load_rsa_private_key,
     rsa_private_key_to_pem,
 };
-pub use signed::{
-    Verified, sign_attached, sign_detached, verify_attached, verify_detached,
-};
-pub(crate) use algorithms::{build, to_der};
-pub(crate) use certs::spki_of;
-pub(crate) use envelope::open_enveloped;
-pub(crate) use keys::public_key_of;
-pub(crate) use algorithms::signature_digest;
 pub(crate) use signed::{
-    SignOptions, Unverified, attribute, attribute_value, certificates_of, certs_only,
-    sign_with,
+    SignOptions, Unverified, attribute, attribute_value, certificates_of, certs_only, sign_with,
 };
+pub use signed::{Verified, sign_attached, sign_detached, verify_attached, verify_detached};
 pub use smime::{smime_unwrap, smime_wrap};
 
 pub use rsa::PrivateKey as RsaPrivateKey;
@@ -117,8 +114,7 @@ pub(crate) mod testutil {
     /// An RSA CA and a client certificate it issued, with both keys.
     pub fn ca_and_leaf(ca: &str, leaf: &str) -> (Certificate, SignerKey, Certificate, SignerKey) {
         let ca_key = rsa_key();
-        let ca_cert =
-            self_signed_certificate(&spec(ca, CertKind::Authority), &ca_key).expect("ca");
+        let ca_cert = self_signed_certificate(&spec(ca, CertKind::Authority), &ca_key).expect("ca");
         let leaf_key = rsa_key();
         let leaf_cert = issue_certificate(
             &spec(leaf, CertKind::ClientIdentity),

@@ -47,16 +47,28 @@ pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<Verified, Cms
 /// `.mobileconfig`) and returns the content and the signer.
 pub fn verify_attached(der: &[u8]) -> Result<(Vec<u8>, Verified), CmsError> {
     let msg = parse_signed(der, None)?;
-    let content = msg
-        .content
-        .ok_or(CmsError::ContentPresence("the signed message carries no content"))?;
+    let content = msg.content.ok_or(CmsError::ContentPresence(
+        "the signed message carries no content",
+    ))?;
     Ok((content, msg.verified))
 }
 
 /// Signs `body` with SHA-256 and returns a detached SignedData (DER) holding `cert`: the value
 /// of an `Mdm-Signature` header once base64-encoded.
-pub fn sign_detached(body: &[u8], cert: &Certificate, key: &SignerKey) -> Result<Vec<u8>, CmsError> {
-    sign_with(body, cert, key, &SignOptions { detached: true, ..SignOptions::default() })
+pub fn sign_detached(
+    body: &[u8],
+    cert: &Certificate,
+    key: &SignerKey,
+) -> Result<Vec<u8>, CmsError> {
+    sign_with(
+        body,
+        cert,
+        key,
+        &SignOptions {
+            detached: true,
+            ..SignOptions::default()
+        },
+    )
 }
 
 /// Signs `content` with SHA-256 and returns a SignedData (DER) that carries it, `cert` and
@@ -130,7 +142,9 @@ impl Unverified {
                 found: content_type_name(&ci.content_type),
             });
         }
-        let sd = ci.content.decode_as_encoding::<SignedData>(EncodingRules::Ber)?;
+        let sd = ci
+            .content
+            .decode_as_encoding::<SignedData>(EncodingRules::Ber)?;
         let content = sd
             .encap_content_info
             .econtent
@@ -186,7 +200,9 @@ impl Unverified {
             (Some(c), None) => c,
             (None, Some(c)) => c,
             (None, None) => {
-                return Err(CmsError::ContentPresence("the signed message carries no content"));
+                return Err(CmsError::ContentPresence(
+                    "the signed message carries no content",
+                ));
             }
         };
         let si = self.signer_info.as_ref().ok_or(CmsError::NoSigner)?;
@@ -218,7 +234,10 @@ impl Unverified {
 }
 
 /// Parses a SignedData and checks its signature (see [`Unverified::verify`]).
-pub(crate) fn parse_signed(bytes: &[u8], detached: Option<&[u8]>) -> Result<SignedMessage, CmsError> {
+pub(crate) fn parse_signed(
+    bytes: &[u8],
+    detached: Option<&[u8]>,
+) -> Result<SignedMessage, CmsError> {
     Unverified::decode(bytes)?.verify(detached)
 }
 
@@ -265,8 +284,10 @@ pub(crate) fn sign_with(
     };
     let sd = SignedData {
         version: CmsVersion::V1,
-        digest_algorithms: DigestAlgorithmIdentifiers::try_from(vec![digest.algorithm_identifier()])
-            .map_err(build)?,
+        digest_algorithms: DigestAlgorithmIdentifiers::try_from(vec![
+            digest.algorithm_identifier(),
+        ])
+        .map_err(build)?,
         encap_content_info: EncapsulatedContentInfo {
             econtent_type: ID_DATA,
             econtent,
@@ -309,8 +330,14 @@ pub(crate) fn attribute(oid: ObjectIdentifier, value: Any) -> Attribute {
 }
 
 /// The single value of the attribute `oid`, if present.
-pub(crate) fn attribute_value<'a>(attrs: &'a [Attribute], oid: &ObjectIdentifier) -> Option<&'a Any> {
-    attrs.iter().find(|a| a.oid == *oid).and_then(|a| a.values.iter().next())
+pub(crate) fn attribute_value<'a>(
+    attrs: &'a [Attribute],
+    oid: &ObjectIdentifier,
+) -> Option<&'a Any> {
+    attrs
+        .iter()
+        .find(|a| a.oid == *oid)
+        .and_then(|a| a.values.iter().next())
 }
 
 fn signed_data_der(sd: &SignedData) -> Result<Vec<u8>, CmsError> {
@@ -400,8 +427,14 @@ mod tests {
             let v = verify_detached(&sig, body).expect("verify");
             assert_eq!(v.signer, cert);
             assert_eq!(v.digest, DigestAlg::Sha256);
-            assert_eq!(verify_detached(&sig, b"<plist>checkout</plist>"), Err(CmsError::DigestMismatch));
-            assert!(matches!(verify_attached(&sig), Err(CmsError::ContentPresence(_))));
+            assert_eq!(
+                verify_detached(&sig, b"<plist>checkout</plist>"),
+                Err(CmsError::DigestMismatch)
+            );
+            assert!(matches!(
+                verify_attached(&sig),
+                Err(CmsError::ContentPresence(_))
+            ));
         }
     }
 
@@ -414,22 +447,34 @@ mod tests {
             assert_eq!(content, b"profile");
             assert_eq!(v.signer, cert);
             assert_eq!(v.certificates.len(), 2);
-            assert!(matches!(verify_detached(&der, b"profile"), Err(CmsError::ContentPresence(_))));
+            assert!(matches!(
+                verify_detached(&der, b"profile"),
+                Err(CmsError::ContentPresence(_))
+            ));
         }
     }
 
     #[test]
     fn sha1_and_unsigned_attribute_forms_verify() {
         for (cert, key) in [rsa_signer("rsa"), ec_signer("ec")] {
-            let opts = SignOptions { digest: DigestAlg::Sha1, ..SignOptions::default() };
+            let opts = SignOptions {
+                digest: DigestAlg::Sha1,
+                ..SignOptions::default()
+            };
             let der = sign_with(b"old", &cert, &key, &opts).expect("sign");
             let (content, v) = verify_attached(&der).expect("sha1");
-            assert_eq!((content.as_slice(), v.digest), (&b"old"[..], DigestAlg::Sha1));
+            assert_eq!(
+                (content.as_slice(), v.digest),
+                (&b"old"[..], DigestAlg::Sha1)
+            );
 
             // Without signed attributes the signature covers the content itself.
             let hash = DigestAlg::Sha256.digest(b"bare");
             let sig = key.sign_prehash(DigestAlg::Sha256, &hash).expect("sig");
-            let der = strip_attrs(&sign_attached(b"bare", &cert, &key, &[]).expect("sign"), sig);
+            let der = strip_attrs(
+                &sign_attached(b"bare", &cert, &key, &[]).expect("sign"),
+                sig,
+            );
             let (content, v) = verify_attached(&der).expect("no attributes");
             assert_eq!((content.as_slice(), v.signer), (&b"bare"[..], cert.clone()));
         }
@@ -443,12 +488,18 @@ mod tests {
         let pos = find(&der, b"original").expect("content inside");
         let mut bad = der.clone();
         bad[pos] = b'O';
-        assert_eq!(verify_attached(&bad).map(|_| ()), Err(CmsError::DigestMismatch));
+        assert_eq!(
+            verify_attached(&bad).map(|_| ()),
+            Err(CmsError::DigestMismatch)
+        );
         // Change the signature's last byte: bad signature.
         let mut bad = der.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(verify_attached(&bad).map(|_| ()), Err(CmsError::BadSignature));
+        assert_eq!(
+            verify_attached(&bad).map(|_| ()),
+            Err(CmsError::BadSignature)
+        );
         // Another key's certificate in place of the signer's: signer missing.
         let (other, okey) = rsa_signer("other");
         let der2 = sign_attached(b"x", &other, &okey, &[]).expect("sign");
@@ -468,7 +519,10 @@ mod tests {
             let _ = verify_attached(&bad);
             let _ = verify_detached(&bad, b"content");
         }
-        assert!(matches!(verify_detached(b"", b""), Err(CmsError::Malformed(_))));
+        assert!(matches!(
+            verify_detached(b"", b""),
+            Err(CmsError::Malformed(_))
+        ));
     }
 
     fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -93,9 +93,9 @@ fn unfold_headers(head: &str) -> Result<Vec<(String, String)>, CmsError> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in head.lines() {
         if line.starts_with([' ', '\t']) {
-            let last = headers.last_mut().ok_or_else(|| {
-                CmsError::NotSmime("it starts with a continuation line".into())
-            })?;
+            let last = headers
+                .last_mut()
+                .ok_or_else(|| CmsError::NotSmime("it starts with a continuation line".into()))?;
             last.1.push(' ');
             last.1.push_str(line.trim());
             continue;
@@ -143,7 +143,12 @@ mod tests {
     fn a_pem_certificate_is_refused_by_name() {
         let cert = std::fs::read(format!("{DIR}/dep_cert.pem")).expect("vector");
         let err = smime_unwrap(&cert).expect_err("a certificate");
-        assert_eq!(err, CmsError::PemNotSmime { label: "CERTIFICATE".into() });
+        assert_eq!(
+            err,
+            CmsError::PemNotSmime {
+                label: "CERTIFICATE".into()
+            }
+        );
         assert!(err.to_string().contains(".p7m"));
     }
 
@@ -151,12 +156,23 @@ mod tests {
     fn wrong_content_type_missing_blank_line_and_bad_base64() {
         let text = String::from_utf8(token()).expect("utf8");
         let plain = text.replace("application/pkcs7-mime", "text/plain");
-        assert!(matches!(smime_unwrap(plain.as_bytes()), Err(CmsError::NotSmime(m)) if m.contains("text/plain")));
+        assert!(
+            matches!(smime_unwrap(plain.as_bytes()), Err(CmsError::NotSmime(m)) if m.contains("text/plain"))
+        );
         let no_blank = text.replace("\r\n\r\n", "\r\n");
-        assert!(matches!(smime_unwrap(no_blank.as_bytes()), Err(CmsError::NotSmime(_))));
+        assert!(matches!(
+            smime_unwrap(no_blank.as_bytes()),
+            Err(CmsError::NotSmime(_))
+        ));
         let bad = text.replacen("MII", "M*I", 1);
-        assert!(matches!(smime_unwrap(bad.as_bytes()), Err(CmsError::Base64(_))));
-        assert!(matches!(smime_unwrap(&[0xff, 0xfe, 0x00]), Err(CmsError::NotSmime(_))));
+        assert!(matches!(
+            smime_unwrap(bad.as_bytes()),
+            Err(CmsError::Base64(_))
+        ));
+        assert!(matches!(
+            smime_unwrap(&[0xff, 0xfe, 0x00]),
+            Err(CmsError::NotSmime(_))
+        ));
         assert!(matches!(smime_unwrap(b""), Err(CmsError::NotSmime(_))));
     }
 }
