@@ -474,7 +474,7 @@ pub fn build_pkcs_req(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertRepOutcome {
     /// The CA issued this certificate.
-    Issued(Certificate),
+    Issued(Box<Certificate>),
     /// The CA refused.
     Failed(FailInfo),
     /// The CA will decide later (Orchard never answers this).
@@ -528,7 +528,7 @@ pub fn parse_cert_rep(
     certificates_of(&degenerate)?
         .into_iter()
         .find(|c| *c.tbs_certificate().subject_public_key_info() == ours)
-        .map(CertRepOutcome::Issued)
+        .map(|c| CertRepOutcome::Issued(Box::new(c)))
         .ok_or_else(|| bad("no certificate for our key in the answer"))
 }
 
@@ -638,7 +638,7 @@ mod tests {
                 .expect("issue");
                 let rep = cert_rep_success(&parsed, &issued, &ca).expect("reply");
                 let outcome = parse_cert_rep(&rep, &req, &key, &ca.cert).expect("read reply");
-                assert_eq!(outcome, CertRepOutcome::Issued(issued.clone()));
+                assert_eq!(outcome, CertRepOutcome::Issued(Box::new(issued.clone())));
                 verify_chain(
                     &issued,
                     &[],

@@ -175,7 +175,7 @@ impl Cipher {
                 self.iv_len()
             )));
         }
-        if ciphertext.is_empty() || ciphertext.len() % self.iv_len() != 0 {
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(self.iv_len()) {
             return Err(CmsError::Malformed(
                 "the encrypted content is not a whole number of cipher blocks".into(),
             ));

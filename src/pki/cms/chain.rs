@@ -193,7 +193,12 @@ mod tests {
         let (impostor, _, _, _) = ca_and_leaf("CN=Test CA", "CN=other");
         assert!(verify_chain(&leaf, &[], std::slice::from_ref(&ca), CheckTime::Ignore).is_ok());
         assert!(matches!(
-            verify_chain(&leaf, &[], &[impostor.clone()], CheckTime::Ignore),
+            verify_chain(
+                &leaf,
+                &[],
+                std::slice::from_ref(&impostor),
+                CheckTime::Ignore
+            ),
             Err(CmsError::Untrusted { .. })
         ));
         assert!(matches!(

@@ -442,7 +442,8 @@ mod tests {
     fn attached_round_trip_carries_content_and_intermediates() {
         let (ca, _) = rsa_signer("ca");
         for (cert, key) in [rsa_signer("rsa"), ec_signer("ec")] {
-            let der = sign_attached(b"profile", &cert, &key, &[ca.clone()]).expect("sign");
+            let der =
+                sign_attached(b"profile", &cert, &key, std::slice::from_ref(&ca)).expect("sign");
             let (content, v) = verify_attached(&der).expect("verify");
             assert_eq!(content, b"profile");
             assert_eq!(v.signer, cert);

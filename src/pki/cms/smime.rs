@@ -53,13 +53,13 @@ pub fn smime_unwrap(text: &[u8]) -> Result<Vec<u8>, CmsError> {
             "its Content-Type is {media}, not application/pkcs7-mime"
         )));
     }
-    if let Some(enc) = encoding {
-        if !enc.trim().eq_ignore_ascii_case("base64") {
-            return Err(CmsError::NotSmime(format!(
-                "its transfer encoding is {}, not base64",
-                enc.trim()
-            )));
-        }
+    if let Some(enc) = encoding
+        && !enc.trim().eq_ignore_ascii_case("base64")
+    {
+        return Err(CmsError::NotSmime(format!(
+            "its transfer encoding is {}, not base64",
+            enc.trim()
+        )));
     }
     let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact.is_empty() {
