@@ -705,3 +705,31 @@ async fn alert_is_cleared_by_a_new_certificate() {
         .unwrap();
     assert!(w.certs.status().unwrap().unwrap().alert.is_none());
 }
+
+#[tokio::test]
+async fn certificate_without_an_mdm_topic_is_not_a_push_certificate() {
+    let w = World::new().await;
+    // A TLS certificate (no UID attribute): the wrong file from the download folder.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let tls = rcgen::CertificateParams::new(vec!["school.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    assert_eq!(
+        orchard::apple::apns::PushCertificate::parse_pem(tls.as_bytes()).unwrap_err(),
+        CertificateError::NotPushCertificate
+    );
+    let err = w
+        .certs
+        .upload(tls.as_bytes(), "it@school.example", None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushCertError::Certificate(CertificateError::NotPushCertificate)
+        ),
+        "{err}"
+    );
+    assert!(w.certs.status().unwrap().is_none());
+}
