@@ -1,0 +1,178 @@
+//! `orchard serve` as a library: [`start`] opens the data directory, the store, the CA and the TLS
+//! certificate, binds the listener and serves every route; the returned [`Running`] gives the bound
+//! address and stops it gracefully. `main.rs` and `orchard demo` both start Orchard this way.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::DistinguishedName;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, LogFormat};
+use crate::http::{self, Shutdown};
+use crate::metrics::Metrics;
+use crate::pki::ca::{self, CaError, LocalCa};
+use crate::pki::secret::{SecretError, SecretKey};
+use crate::store::{Store, StoreError};
+use crate::web::{App, MissingPart, ops, routes::Site, setup};
+
+/// How long in-flight requests may take to finish after a shutdown is asked for.
+const GRACE: Duration = Duration::from_secs(20);
+
+/// Why Orchard could not start, said so an operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot open the database in {path}: {source} (is another Orchard running on this data directory?)")]
+    Store { path: String, source: StoreError },
+    #[error(transparent)]
+    StoreIo(#[from] StoreError),
+    #[error("cannot load the data directory's secret key: {0}")]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Wiring(#[from] MissingPart),
+    #[error("a route is registered wrongly: {0}")]
+    Routes(#[from] http::RouteError),
+}
+
+/// A serving Orchard.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: Url,
+    pub app: App,
+    /// The first-admin link when no admin exists yet.
+    pub setup_link: Option<String>,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// A handle that makes the server stop (e.g. from a signal handler).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, flushes the store.
+    pub async fn stop(self) -> Result<(), StoreError> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped (after [`Shutdown::trigger`]), then flushes the store.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the server task failed");
+        }
+        self.app.store.flush().await
+    }
+}
+
+/// Opens everything in `config.data_dir` and serves on `config.listen`, with the system clock.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    start_with_clock(config, SystemClock::shared()).await
+}
+
+/// [`start`] with a given clock (for `orchard demo` and tests that move time).
+pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Running, ServeError> {
+    let data_dir = config.data_dir.clone();
+    create_data_dir(&data_dir)?;
+    let secret = SecretKey::load_or_create(&data_dir)?;
+    let db = data_dir.join("db");
+    let store = Store::open(&db).map_err(|source| ServeError::Store {
+        path: db.display().to_string(),
+        source,
+    })?;
+    let tls_dir = data_dir.join("tls");
+    let ca = LocalCa::load_or_create(&tls_dir, &secret, clock.now())?;
+    let identity = match &config.tls_files {
+        Some((cert, key)) => {
+            let (chain, key) = http::tls::load_pem_pair(cert, key)?;
+            ca::TlsIdentity { chain, key }
+        }
+        None => ca::server_identity(&tls_dir, &ca, &secret, &config.hostnames, clock.now())?,
+    };
+    let hints = ca.subject_der().map(DistinguishedName::from).into_iter().collect();
+    let tls = http::tls::server_config(identity.chain, identity.key, hints)?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url = config.public_url_for(addr);
+
+    let app = App::builder()
+        .store(store)
+        .clock(clock)
+        .metrics(Metrics::new())
+        .config(config)
+        .secret(secret)
+        .ca(Arc::new(ca))
+        .public_url(public_url.clone())
+        .build()?;
+    ops::init_metrics(&app);
+    let site = Site::build(app.clone())?;
+    let setup_link = setup::issue_link(&app)?;
+    app.store.flush().await?;
+
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(http::serve(listener, tls, Arc::new(site), shutdown.clone(), GRACE));
+    tracing::info!(%addr, url = %public_url, "Orchard is serving");
+    if let Some(link) = &setup_link {
+        tracing::warn!(link = %link, "No admin account exists yet. Open this link within 24 hours to create the first one: {link}");
+    }
+    Ok(Running {
+        addr,
+        public_url,
+        app,
+        setup_link,
+        shutdown,
+        task,
+    })
+}
+
+/// Sets up logging: human lines by default, JSON with `--log-format json`. `RUST_LOG` filters.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second call (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn create_data_dir(path: &Path) -> Result<(), ServeError> {
+    let err = |source| ServeError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}

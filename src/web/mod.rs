@@ -1,0 +1,182 @@
+//! The admin web UI and its framework: the application state ([`App`]), route registration per
+//! feature ([`Routes`]), sessions, CSRF, forms, admin accounts, the setup link, the audit log, API
+//! keys, the dashboard, error pages and the operational endpoints.
+//!
+//! A feature adds its pages with one line in [`register_all`] and its navigation item with one
+//! `r.nav(..)` call inside its registration function.
+
+pub mod accounts;
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod dashboard;
+pub mod fmt;
+pub mod forms;
+pub mod ops;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod session;
+pub mod setup;
+pub mod signin;
+pub mod storage;
+pub mod users;
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pki::ca::LocalCa;
+use crate::pki::secret::SecretKey;
+use crate::store::Store;
+
+pub use request::{Form, Req, UploadedFile};
+pub use response::{Flash, WebError, WebResult};
+pub use routes::{Nav, Routes, Surface};
+
+/// Every feature's routes, in one list. Add a line for a new page module.
+pub fn register_all(r: &mut Routes) {
+    ops::routes(r);
+    signin::routes(r);
+    setup::routes(r);
+    dashboard::routes(r);
+    users::routes(r);
+    audit::routes(r);
+    api::routes(r);
+}
+
+/// The application state every handler gets. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// The parts of [`App`]. Features add their services here (and to [`AppBuilder`]).
+pub struct AppInner {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub metrics: Metrics,
+    pub config: Config,
+    pub secret: SecretKey,
+    pub ca: Arc<LocalCa>,
+    /// The address admins and devices use, e.g. `https://orchard.school.example:8443/`.
+    pub public_url: Url,
+    /// Failed sign-ins per client address (kept in memory; per-account counts are in the store).
+    pub throttle: accounts::AddressThrottle,
+}
+
+/// A part [`AppBuilder::build`] was not given.
+#[derive(Debug, thiserror::Error)]
+#[error("the application cannot start without its {0}")]
+pub struct MissingPart(pub &'static str);
+
+/// Collects the parts of an [`App`]; [`AppBuilder::build`] refuses a missing one.
+#[derive(Default)]
+pub struct AppBuilder {
+    store: Option<Store>,
+    clock: Option<SharedClock>,
+    metrics: Option<Metrics>,
+    config: Option<Config>,
+    secret: Option<SecretKey>,
+    ca: Option<Arc<LocalCa>>,
+    public_url: Option<Url>,
+}
+
+impl AppBuilder {
+    pub fn store(mut self, v: Store) -> Self {
+        self.store = Some(v);
+        self
+    }
+    pub fn clock(mut self, v: SharedClock) -> Self {
+        self.clock = Some(v);
+        self
+    }
+    pub fn metrics(mut self, v: Metrics) -> Self {
+        self.metrics = Some(v);
+        self
+    }
+    pub fn config(mut self, v: Config) -> Self {
+        self.config = Some(v);
+        self
+    }
+    pub fn secret(mut self, v: SecretKey) -> Self {
+        self.secret = Some(v);
+        self
+    }
+    pub fn ca(mut self, v: Arc<LocalCa>) -> Self {
+        self.ca = Some(v);
+        self
+    }
+    pub fn public_url(mut self, v: Url) -> Self {
+        self.public_url = Some(v);
+        self
+    }
+
+    pub fn build(self) -> Result<App, MissingPart> {
+        Ok(App(Arc::new(AppInner {
+            store: self.store.ok_or(MissingPart("store"))?,
+            clock: self.clock.ok_or(MissingPart("clock"))?,
+            metrics: self.metrics.ok_or(MissingPart("metrics"))?,
+            config: self.config.ok_or(MissingPart("configuration"))?,
+            secret: self.secret.ok_or(MissingPart("secret key"))?,
+            ca: self.ca.ok_or(MissingPart("certificate authority"))?,
+            public_url: self.public_url.ok_or(MissingPart("public URL"))?,
+            throttle: accounts::AddressThrottle::default(),
+        })))
+    }
+}
+
+impl App {
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// `public_url` joined with an absolute path such as `/setup/abc`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! An [`App`] over the memory store with a manual clock, for unit tests of handlers.
+    use super::*;
+    use crate::clock::ManualClock;
+
+    pub fn app() -> (App, Arc<ManualClock>) {
+        let clock = ManualClock::starting_now();
+        let dir = std::env::temp_dir();
+        let secret = SecretKey::ephemeral();
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(ca_dir.path(), &secret, clock.now()).unwrap();
+        let app = App::builder()
+            .store(Store::memory())
+            .clock(clock.clone())
+            .metrics(Metrics::new())
+            .config(Config::for_data_dir(&dir))
+            .secret(secret)
+            .ca(Arc::new(ca))
+            .public_url(Url::parse("https://localhost:8443/").unwrap())
+            .build()
+            .unwrap();
+        (app, clock)
+    }
+
+    #[test]
+    fn builder_refuses_missing_parts() {
+        let err = App::builder().store(Store::memory()).build().err().unwrap();
+        assert_eq!(err.to_string(), "the application cannot start without its clock");
+    }
+}
