@@ -77,13 +77,13 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     hostnames: Option<Vec<String>>,
-    public_url: Option<Url>,
+    public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     log_format: Option<LogFormat>,
     session_idle_minutes: Option<u32>,
-    dep_base_url: Option<Url>,
-    apns_base_url: Option<Url>,
+    dep_base_url: Option<String>,
+    apns_base_url: Option<String>,
 }
 
 /// Orchard's resolved bootstrap settings.
@@ -144,19 +144,22 @@ impl Config {
                 });
             }
         };
-        let public_url = args.public_url.or(file.public_url);
+        let public_url = match args.public_url {
+            Some(url) => Some(url),
+            None => file_url("public_url", file.public_url)?,
+        };
         if let Some(url) = &public_url {
             check_base_url("public_url", url)?;
         }
-        let dep_base_url = args
-            .dep_base_url
-            .or(file.dep_base_url)
-            .unwrap_or_else(|| default_url(APPLE_DEP_URL));
+        let dep_base_url = match args.dep_base_url {
+            Some(url) => url,
+            None => file_url("dep_base_url", file.dep_base_url)?.unwrap_or_else(|| default_url(APPLE_DEP_URL)),
+        };
         check_base_url("dep_base_url", &dep_base_url)?;
-        let apns_base_url = args
-            .apns_base_url
-            .or(file.apns_base_url)
-            .unwrap_or_else(|| default_url(APPLE_APNS_URL));
+        let apns_base_url = match args.apns_base_url {
+            Some(url) => url,
+            None => file_url("apns_base_url", file.apns_base_url)?.unwrap_or_else(|| default_url(APPLE_APNS_URL)),
+        };
         check_base_url("apns_base_url", &apns_base_url)?;
         let session_idle_minutes = args
             .session_idle_minutes
@@ -230,6 +233,16 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_path_buf(),
         message: e.message().to_string(),
     })
+}
+
+fn file_url(name: &'static str, text: Option<String>) -> Result<Option<Url>, ConfigError> {
+    text.map(|t| {
+        Url::parse(&t).map_err(|e| ConfigError::Invalid {
+            name,
+            message: format!("{t:?} is not a URL ({e})"),
+        })
+    })
+    .transpose()
 }
 
 fn check_hostname(name: &str) -> Result<(), ConfigError> {

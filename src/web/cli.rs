@@ -128,7 +128,7 @@ fn open(dir: &Path) -> Result<Store, CliError> {
 fn read_new_password() -> Result<String, CliError> {
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
-    let mut read = |prompt: &str| -> Result<String, CliError> {
+    let read = |prompt: &str| -> Result<String, CliError> {
         if interactive {
             eprint!("{prompt}");
             let _ = std::io::stderr().flush();

@@ -153,7 +153,7 @@ impl App {
 pub(crate) mod testing {
     //! An [`App`] over the memory store with a manual clock, for unit tests of handlers.
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::{Clock, ManualClock};
 
     pub fn app() -> (App, Arc<ManualClock>) {
         let clock = ManualClock::starting_now();

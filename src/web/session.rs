@@ -123,6 +123,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::web::accounts::{Role, User};
     use crate::web::testing;
 

@@ -139,17 +139,15 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        let Browser {
-            client, mut driver, ..
-        } = self;
+        let client = self.client.clone();
         let _ = tokio::time::timeout(Duration::from_secs(20), client.close()).await;
-        let _ = driver.kill();
-        let _ = driver.wait();
+        // Drop kills the driver.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
