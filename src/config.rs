@@ -44,17 +44,32 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     /// A host name Macs and browsers use to reach Orchard (repeat for several; the first is the
     /// main one) [default: localhost].
-    #[arg(long = "hostname", env = "ORCHARD_HOSTNAME", value_delimiter = ',', value_name = "NAME")]
+    #[arg(
+        long = "hostname",
+        env = "ORCHARD_HOSTNAME",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
     pub hostnames: Vec<String>,
     /// The address devices and admins use, when it differs from https://HOSTNAME:PORT (for example
     /// behind port forwarding).
     #[arg(long, env = "ORCHARD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<Url>,
     /// Your own TLS certificate chain (PEM) instead of the one Orchard makes; needs --tls-key.
-    #[arg(long, env = "ORCHARD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "ORCHARD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) for --tls-cert.
-    #[arg(long, env = "ORCHARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "ORCHARD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Log format [default: human].
     #[arg(long, env = "ORCHARD_LOG_FORMAT", value_enum)]
@@ -107,7 +122,10 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the configuration file {path} is not valid: {message}")]
     ParseFile { path: PathBuf, message: String },
     #[error("invalid setting {name}: {message}")]
@@ -134,7 +152,10 @@ impl Config {
         for name in &hostnames {
             check_hostname(name)?;
         }
-        let tls_files = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls_files = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             _ => {
@@ -153,12 +174,14 @@ impl Config {
         }
         let dep_base_url = match args.dep_base_url {
             Some(url) => url,
-            None => file_url("dep_base_url", file.dep_base_url)?.unwrap_or_else(|| default_url(APPLE_DEP_URL)),
+            None => file_url("dep_base_url", file.dep_base_url)?
+                .unwrap_or_else(|| default_url(APPLE_DEP_URL)),
         };
         check_base_url("dep_base_url", &dep_base_url)?;
         let apns_base_url = match args.apns_base_url {
             Some(url) => url,
-            None => file_url("apns_base_url", file.apns_base_url)?.unwrap_or_else(|| default_url(APPLE_APNS_URL)),
+            None => file_url("apns_base_url", file.apns_base_url)?
+                .unwrap_or_else(|| default_url(APPLE_APNS_URL)),
         };
         check_base_url("apns_base_url", &apns_base_url)?;
         let session_idle_minutes = args
@@ -249,9 +272,11 @@ fn check_hostname(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && (name.parse::<std::net::IpAddr>().is_ok()
-            || name
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
+            || name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }));
     if ok {
         Ok(())
     } else {
@@ -369,13 +394,15 @@ mod tests {
     fn public_url_uses_the_bound_port_unless_set() {
         let c = Config::for_data_dir(Path::new("/tmp/x"));
         assert_eq!(
-            c.public_url_for("127.0.0.1:41234".parse().unwrap()).as_str(),
+            c.public_url_for("127.0.0.1:41234".parse().unwrap())
+                .as_str(),
             "https://localhost:41234/"
         );
         let mut c = c;
         c.public_url = Some(Url::parse("https://orchard.school.example/").unwrap());
         assert_eq!(
-            c.public_url_for("127.0.0.1:41234".parse().unwrap()).as_str(),
+            c.public_url_for("127.0.0.1:41234".parse().unwrap())
+                .as_str(),
             "https://orchard.school.example/"
         );
     }

@@ -5,7 +5,11 @@ use orchard::config::{Config, ServeArgs};
 use orchard::{server, web};
 
 #[derive(Parser)]
-#[command(name = "orchard", version, about = "Self-hosted Apple device enrollment and management")]
+#[command(
+    name = "orchard",
+    version,
+    about = "Self-hosted Apple device enrollment and management"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the admin UI and the device endpoints over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage admin accounts and API keys (while `orchard serve` is stopped).
     Admin(web::cli::AdminArgs),
 }
@@ -23,9 +27,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = Config::resolve(args)?;
+            let config = Config::resolve(*args)?;
             server::init_tracing(config.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(serve(config))
         }
         Command::Admin(args) => Ok(web::cli::run(args)?),

@@ -28,8 +28,13 @@ const GRACE: Duration = Duration::from_secs(20);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
-    #[error("cannot open the database in {path}: {source} (is another Orchard running on this data directory?)")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot open the database in {path}: {source} (is another Orchard running on this data directory?)"
+    )]
     Store { path: String, source: StoreError },
     #[error(transparent)]
     StoreIo(#[from] StoreError),
@@ -40,7 +45,10 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] http::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Wiring(#[from] MissingPart),
     #[error("a route is registered wrongly: {0}")]
@@ -103,7 +111,11 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         }
         None => ca::server_identity(&tls_dir, &ca, &secret, &config.hostnames, clock.now())?,
     };
-    let hints = ca.subject_der().map(DistinguishedName::from).into_iter().collect();
+    let hints = ca
+        .subject_der()
+        .map(DistinguishedName::from)
+        .into_iter()
+        .collect();
     let tls = http::tls::server_config(identity.chain, identity.key, hints)?;
 
     let listener = TcpListener::bind(config.listen)
@@ -133,7 +145,13 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     app.store.flush().await?;
 
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(http::serve(listener, tls, Arc::new(site), shutdown.clone(), GRACE));
+    let task = tokio::spawn(http::serve(
+        listener,
+        tls,
+        Arc::new(site),
+        shutdown.clone(),
+        GRACE,
+    ));
     tracing::info!(%addr, url = %public_url, "Orchard is serving");
     if let Some(link) = &setup_link {
         tracing::warn!(link = %link, "No admin account exists yet. Open this link within 24 hours to create the first one: {link}");

@@ -56,7 +56,11 @@ pub enum BodyError {
 
 /// Reads a whole body, refusing more than `limit` bytes (checking `Content-Length` first, so an
 /// honest oversized upload is refused before it is sent).
-pub async fn read_body<B>(headers: &::http::HeaderMap, body: B, limit: usize) -> Result<Bytes, BodyError>
+pub async fn read_body<B>(
+    headers: &::http::HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<Bytes, BodyError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -161,14 +165,19 @@ pub async fn serve(
                 let fut = handler.handle(req, peer.clone());
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections were still busy after {grace:?}; closing them");
     }
 }

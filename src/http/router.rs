@@ -30,7 +30,10 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -66,7 +69,9 @@ pub struct Router<T> {
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router { entries: Vec::new() }
+        Router {
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -114,7 +119,8 @@ impl<T> Router<T> {
             let Some((params, rank)) = match_segments(&entry.segments, &parts) else {
                 continue;
             };
-            let method_ok = entry.method == method || (method == Method::HEAD && entry.method == Method::GET);
+            let method_ok =
+                entry.method == method || (method == Method::HEAD && entry.method == Method::GET);
             if !method_ok {
                 if !allowed.contains(&entry.method) {
                     allowed.push(entry.method.clone());
@@ -125,7 +131,8 @@ impl<T> Router<T> {
             let better = match &best {
                 None => true,
                 Some((b, _, brank)) => {
-                    (rank.as_slice(), entry.method == method) > (brank.as_slice(), b.method == method)
+                    (rank.as_slice(), entry.method == method)
+                        > (brank.as_slice(), b.method == method)
                 }
             };
             if better {
@@ -249,7 +256,8 @@ mod tests {
         r.add(Method::GET, "/", "root").unwrap();
         r.add(Method::GET, "/devices/{serial}", "device").unwrap();
         r.add(Method::GET, "/devices/export", "export").unwrap();
-        r.add(Method::POST, "/devices/{serial}/erase", "erase").unwrap();
+        r.add(Method::POST, "/devices/{serial}/erase", "erase")
+            .unwrap();
         r.add(Method::GET, "/static/{*path}", "static").unwrap();
         r
     }
@@ -295,7 +303,10 @@ mod tests {
         assert!(matches!(r.find(&Method::GET, "/nope"), Found::NotFound));
         assert!(matches!(r.find(&Method::GET, "/devices/"), Found::NotFound));
         assert!(matches!(r.find(&Method::GET, "no-slash"), Found::NotFound));
-        assert!(matches!(r.find(&Method::GET, "/devices/X/erase/more"), Found::NotFound));
+        assert!(matches!(
+            r.find(&Method::GET, "/devices/X/erase/more"),
+            Found::NotFound
+        ));
         assert_eq!(hit(&r, Method::HEAD, "/devices/X").unwrap().0, "device");
     }
 

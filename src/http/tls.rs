@@ -111,8 +111,9 @@ impl ClientCertVerifier for AnyClientCert {
     ) -> Result<ClientCertVerified, rustls::Error> {
         // Trust is decided by the handler; here the certificate only has to be a certificate.
         use der::Decode;
-        x509_cert::Certificate::from_der(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        x509_cert::Certificate::from_der(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,10 @@ const SERVER_RENEW_BEFORE: Duration = Duration::days(30);
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("cannot read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is damaged ({message}); move it away to make a new one")]
     Damaged { path: PathBuf, message: String },
     #[error("cannot make a certificate: {0}")]
@@ -75,12 +78,17 @@ pub struct TlsIdentity {
 
 impl LocalCa {
     /// Loads the CA from `tls_dir`, or makes one (and saves it) when there is none.
-    pub fn load_or_create(tls_dir: &Path, secret: &SecretKey, now: OffsetDateTime) -> Result<LocalCa, CaError> {
+    pub fn load_or_create(
+        tls_dir: &Path,
+        secret: &SecretKey,
+        now: OffsetDateTime,
+    ) -> Result<LocalCa, CaError> {
         ensure_dir(tls_dir)?;
         let path = tls_dir.join("ca.json");
         if path.exists() {
             let stored: StoredCa = read_json(&path)?;
-            let key_pem = String::from_utf8(secret.open(&stored.key)?).map_err(|e| damaged(&path, e))?;
+            let key_pem =
+                String::from_utf8(secret.open(&stored.key)?).map_err(|e| damaged(&path, e))?;
             let key = KeyPair::from_pem(&key_pem).map_err(|e| damaged(&path, e))?;
             let cert_der = pem_certs(&stored.cert_pem)
                 .into_iter()
@@ -122,7 +130,11 @@ impl LocalCa {
     /// SHA-256 of the CA certificate, as colon-separated hex (what admins compare on a device).
     pub fn fingerprint(&self) -> String {
         let digest = Sha256::digest(self.cert_der.as_ref());
-        digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+        digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 
     /// The DER of the CA's subject name (for TLS client-certificate hints).
@@ -133,10 +145,17 @@ impl LocalCa {
     }
 
     /// Issues a TLS server certificate for `hostnames` (DNS names or IP addresses).
-    pub fn issue_server(&self, hostnames: &[String], now: OffsetDateTime) -> Result<(String, KeyPair), CaError> {
+    pub fn issue_server(
+        &self,
+        hostnames: &[String],
+        now: OffsetDateTime,
+    ) -> Result<(String, KeyPair), CaError> {
         let mut params = CertificateParams::new(hostnames.to_vec())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, hostnames.first().cloned().unwrap_or_default());
+        dn.push(
+            DnType::CommonName,
+            hostnames.first().cloned().unwrap_or_default(),
+        );
         dn.push(DnType::OrganizationName, "Orchard");
         params.distinguished_name = dn;
         params.not_before = now - Duration::hours(1);
@@ -227,7 +246,9 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes()).filter_map(Result::ok).collect()
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
 }
 
 fn damaged(path: &Path, e: impl std::fmt::Display) -> CaError {
@@ -299,12 +320,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = SecretKey::ephemeral();
         let ca = LocalCa::load_or_create(dir.path(), &secret, NOW).unwrap();
-        let id1 = server_identity(dir.path(), &ca, &secret, &names(&["mdm.school.example"]), NOW).unwrap();
+        let id1 = server_identity(
+            dir.path(),
+            &ca,
+            &secret,
+            &names(&["mdm.school.example"]),
+            NOW,
+        )
+        .unwrap();
 
         let ca2 = LocalCa::load_or_create(dir.path(), &secret, NOW + Duration::days(1)).unwrap();
         assert_eq!(ca.cert_der(), ca2.cert_der());
         assert_eq!(ca.fingerprint(), ca2.fingerprint());
-        let id2 = server_identity(dir.path(), &ca2, &secret, &names(&["mdm.school.example"]), NOW).unwrap();
+        let id2 = server_identity(
+            dir.path(),
+            &ca2,
+            &secret,
+            &names(&["mdm.school.example"]),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(id1.chain, id2.chain);
         assert_eq!(id2.chain.len(), 2);
         assert_eq!(&id2.chain[1], ca.cert_der());
@@ -328,10 +363,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = SecretKey::ephemeral();
         let ca = LocalCa::load_or_create(dir.path(), &secret, NOW).unwrap();
-        let id = server_identity(dir.path(), &ca, &secret, &names(&["mdm.school.example"]), NOW).unwrap();
+        let id = server_identity(
+            dir.path(),
+            &ca,
+            &secret,
+            &names(&["mdm.school.example"]),
+            NOW,
+        )
+        .unwrap();
         let leaf = x509_cert::Certificate::from_der(id.chain[0].as_ref()).unwrap();
         let root = x509_cert::Certificate::from_der(ca.cert_der().as_ref()).unwrap();
-        assert_eq!(leaf.tbs_certificate().issuer(), root.tbs_certificate().subject());
+        assert_eq!(
+            leaf.tbs_certificate().issuer(),
+            root.tbs_certificate().subject()
+        );
         let text = String::from_utf8_lossy(id.chain[0].as_ref()).to_string();
         assert!(text.contains("mdm.school.example"));
         assert!(text.contains("localhost"));
@@ -346,7 +391,10 @@ mod tests {
         std::fs::write(dir.path().join("ca.json"), b"{not json").unwrap();
         let err = LocalCa::load_or_create(dir.path(), &secret, NOW).unwrap_err();
         assert!(err.to_string().contains("ca.json"), "{err}");
-        assert_eq!(std::fs::read(dir.path().join("ca.json")).unwrap(), b"{not json");
+        assert_eq!(
+            std::fs::read(dir.path().join("ca.json")).unwrap(),
+            b"{not json"
+        );
         // A key sealed under another secret key is refused too.
         let dir2 = tempfile::tempdir().unwrap();
         LocalCa::load_or_create(dir2.path(), &secret, NOW).unwrap();

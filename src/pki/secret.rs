@@ -5,7 +5,6 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
-use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};

@@ -10,6 +10,7 @@
 
 mod backend;
 pub mod push_cert;
+mod web;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Migration steps, indexed by the version they upgrade *from* (step 0 upgrades 0 → 1, ...).
 /// Version 0 is a brand-new store, so there is nothing to transform yet.
-const MIGRATIONS: &[fn(&Store) -> Result<(), StoreError>] = &[|_| Ok(())];
+type Migration = fn(&Store) -> Result<(), StoreError>;
+const MIGRATIONS: &[Migration] = &[|_| Ok(())];
 
 const META: Table = Table::new("meta");
 const SCHEMA_KEY: &[u8] = b"schema_version";

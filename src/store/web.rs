@@ -34,16 +34,24 @@ impl WebStore for Store {
     }
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.scan::<User>(USERS, b"").map(|r| r.map(|(_, u)| u)).collect()
+        self.scan::<User>(USERS, b"")
+            .map(|r| r.map(|(_, u)| u))
+            .collect()
     }
 
     fn admin_count(&self) -> Result<usize, StoreError> {
-        Ok(self.users()?.iter().filter(|u| u.role == Role::Admin).count())
+        Ok(self
+            .users()?
+            .iter()
+            .filter(|u| u.role == Role::Admin)
+            .count())
     }
 
     fn insert_user(&self, user: &User) -> Result<bool, StoreError> {
         // Claim the name atomically; only the claimant writes the record.
-        let claimed = self.update::<u64, _>(USERNAMES, user.username.as_bytes(), |old| old.or(Some(user.id)))?;
+        let claimed = self.update::<u64, _>(USERNAMES, user.username.as_bytes(), |old| {
+            old.or(Some(user.id))
+        })?;
         if claimed != Some(user.id) {
             return Ok(false);
         }
@@ -102,7 +110,12 @@ impl WebStore for Store {
         self.delete(SETUP, SETUP_KEY)
     }
 
-    fn record_failure(&self, username: &str, now: OffsetDateTime, window: Duration) -> Result<Failures, StoreError> {
+    fn record_failure(
+        &self,
+        username: &str,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<Failures, StoreError> {
         let written = self.update::<Failures, _>(FAILURES, username.as_bytes(), |old| {
             Some(match old {
                 Some(f) if now - f.first < window => Failures {
@@ -142,7 +155,11 @@ impl WebStore for Store {
         self.put(AUDIT, &key, event)
     }
 
-    fn audit_page(&self, from: Option<&[u8]>, limit: usize) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
+    fn audit_page(
+        &self,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError> {
         let mut rows = self.range::<AuditEvent>(AUDIT, from.unwrap_or(b""), limit + 1)?;
         let next = if rows.len() > limit {
             rows.pop().map(|(k, _)| k)
@@ -157,7 +174,9 @@ impl WebStore for Store {
     }
 
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.scan::<ApiKeyRecord>(API_KEYS, b"").map(|r| r.map(|(_, k)| k)).collect()
+        self.scan::<ApiKeyRecord>(API_KEYS, b"")
+            .map(|r| r.map(|(_, k)| k))
+            .collect()
     }
 
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
@@ -206,7 +225,12 @@ mod tests {
             store.delete_user(&user(1, "alice")).unwrap();
             assert!(store.user_by_name("alice").unwrap().is_none());
             assert!(store.insert_user(&user(4, "alice")).unwrap());
-            let names: Vec<_> = store.users().unwrap().into_iter().map(|u| u.username).collect();
+            let names: Vec<_> = store
+                .users()
+                .unwrap()
+                .into_iter()
+                .map(|u| u.username)
+                .collect();
             assert_eq!(names, vec!["bob", "alice"]);
         }
     }
@@ -216,8 +240,20 @@ mod tests {
         for (store, _dir) in backends() {
             let w = Duration::minutes(15);
             assert_eq!(store.record_failure("a", T0, w).unwrap().count, 1);
-            assert_eq!(store.record_failure("a", T0 + Duration::minutes(5), w).unwrap().count, 2);
-            assert_eq!(store.record_failure("a", T0 + Duration::minutes(16), w).unwrap().count, 1);
+            assert_eq!(
+                store
+                    .record_failure("a", T0 + Duration::minutes(5), w)
+                    .unwrap()
+                    .count,
+                2
+            );
+            assert_eq!(
+                store
+                    .record_failure("a", T0 + Duration::minutes(16), w)
+                    .unwrap()
+                    .count,
+                1
+            );
             store.clear_failures("a").unwrap();
             assert!(store.failures("a").unwrap().is_none());
         }

@@ -113,10 +113,14 @@ pub fn parse_username(raw: &str) -> Result<String, String> {
 /// Checks a new password (and its confirmation when given).
 pub fn check_new_password(password: &str, confirm: Option<&str>) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!("Use at least {MIN_PASSWORD_LEN} characters for the password"));
+        return Err(format!(
+            "Use at least {MIN_PASSWORD_LEN} characters for the password"
+        ));
     }
     if password.len() > MAX_PASSWORD_LEN {
-        return Err(format!("Use at most {MAX_PASSWORD_LEN} characters for the password"));
+        return Err(format!(
+            "Use at most {MAX_PASSWORD_LEN} characters for the password"
+        ));
     }
     if let Some(confirm) = confirm
         && confirm != password
@@ -143,9 +147,13 @@ pub fn hash_password_blocking(password: &str) -> Result<String, AccountError> {
 
 /// Checks a password against a stored hash on the blocking pool. A malformed hash never matches.
 pub async fn verify_password(password: String, hash: String) -> Result<bool, SignInError> {
-    tokio::task::spawn_blocking(move || Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok())
-        .await
-        .map_err(|e| SignInError::Hash(e.to_string()))
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
+    })
+    .await
+    .map_err(|e| SignInError::Hash(e.to_string()))
 }
 
 /// Creates an admin account (username and password already checked by the caller's form).
@@ -170,7 +178,11 @@ pub fn create_admin_with_hash(
 }
 
 /// Sets a new password hash and ends the account's sessions.
-pub fn set_password_hash(store: &Store, username: &str, password_hash: String) -> Result<User, AccountError> {
+pub fn set_password_hash(
+    store: &Store,
+    username: &str,
+    password_hash: String,
+) -> Result<User, AccountError> {
     let mut user = store
         .user_by_name(username)?
         .ok_or_else(|| AccountError::NoSuchUser(username.to_string()))?;
@@ -184,11 +196,17 @@ pub fn set_password_hash(store: &Store, username: &str, password_hash: String) -
 /// username takes as long as a wrong password.
 fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password_blocking(&super::session::random_token()).unwrap_or_default())
+    DECOY
+        .get_or_init(|| hash_password_blocking(&super::session::random_token()).unwrap_or_default())
 }
 
 /// Checks a sign-in. Throttles per account and per address; clears the account's count on success.
-pub async fn sign_in(app: &App, username: &str, password: &str, from: IpAddr) -> Result<User, SignInError> {
+pub async fn sign_in(
+    app: &App,
+    username: &str,
+    password: &str,
+    from: IpAddr,
+) -> Result<User, SignInError> {
     let now = app.now();
     let name = parse_username(username).unwrap_or_default();
     if let Some(minutes) = app.throttle.blocked(from, now) {
@@ -202,7 +220,10 @@ pub async fn sign_in(app: &App, username: &str, password: &str, from: IpAddr) ->
             minutes: minutes_left(f.first + FAILURE_WINDOW - now),
         });
     }
-    let user = app.store.user_by_name(&name)?.filter(|u| u.role == Role::Admin);
+    let user = app
+        .store
+        .user_by_name(&name)?
+        .filter(|u| u.role == Role::Admin);
     let hash = match &user {
         Some(u) => u.password_hash.clone(),
         None => tokio::task::spawn_blocking(|| decoy_hash().to_string())
@@ -289,7 +310,11 @@ mod tests {
     async fn sign_in_accepts_the_password_and_refuses_others() {
         let (app, _) = testing::app();
         alice(&app).await;
-        assert!(sign_in(&app, "Alice ", "correct horse battery", HOME).await.is_ok());
+        assert!(
+            sign_in(&app, "Alice ", "correct horse battery", HOME)
+                .await
+                .is_ok()
+        );
         assert!(matches!(
             sign_in(&app, "alice", "wrong", HOME).await,
             Err(SignInError::Wrong)
@@ -298,7 +323,14 @@ mod tests {
             sign_in(&app, "nobody", "correct horse battery", HOME).await,
             Err(SignInError::Wrong)
         ));
-        assert!(app.store.user_by_name("alice").unwrap().unwrap().last_sign_in.is_some());
+        assert!(
+            app.store
+                .user_by_name("alice")
+                .unwrap()
+                .unwrap()
+                .last_sign_in
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -306,13 +338,25 @@ mod tests {
         let (app, clock) = testing::app();
         alice(&app).await;
         for _ in 0..MAX_FAILURES_PER_ACCOUNT {
-            assert!(matches!(sign_in(&app, "alice", "nope", HOME).await, Err(SignInError::Wrong)));
+            assert!(matches!(
+                sign_in(&app, "alice", "nope", HOME).await,
+                Err(SignInError::Wrong)
+            ));
         }
         // Even the right password is refused while locked.
-        let err = sign_in(&app, "alice", "correct horse battery", HOME).await.unwrap_err();
-        assert!(matches!(err, SignInError::Throttled { minutes: 15 }), "{err:?}");
+        let err = sign_in(&app, "alice", "correct horse battery", HOME)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SignInError::Throttled { minutes: 15 }),
+            "{err:?}"
+        );
         clock.advance(FAILURE_WINDOW);
-        assert!(sign_in(&app, "alice", "correct horse battery", HOME).await.is_ok());
+        assert!(
+            sign_in(&app, "alice", "correct horse battery", HOME)
+                .await
+                .is_ok()
+        );
         assert!(app.store.failures("alice").unwrap().is_none());
     }
 
@@ -330,7 +374,10 @@ mod tests {
 
     #[test]
     fn usernames_and_passwords_are_checked() {
-        assert_eq!(parse_username(" Alice@School.example ").unwrap(), "alice@school.example");
+        assert_eq!(
+            parse_username(" Alice@School.example ").unwrap(),
+            "alice@school.example"
+        );
         assert!(parse_username("").is_err());
         assert!(parse_username("a b").is_err());
         assert!(parse_username(&"a".repeat(65)).is_err());
@@ -345,6 +392,13 @@ mod tests {
         let a = alice(&app).await;
         let err = create_admin_with_hash(&app.store, app.now(), "alice", "x".into()).unwrap_err();
         assert!(matches!(err, AccountError::Taken(_)));
-        assert_eq!(app.store.user_by_name("alice").unwrap().unwrap().password_hash, a.password_hash);
+        assert_eq!(
+            app.store
+                .user_by_name("alice")
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            a.password_hash
+        );
     }
 }

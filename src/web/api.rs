@@ -53,10 +53,17 @@ pub enum ApiKeyError {
 }
 
 /// Makes a key; returns the full key text (shown once) and its record.
-pub fn create_key(store: &Store, now: OffsetDateTime, name: &str, created_by: &str) -> Result<(String, ApiKeyRecord), ApiKeyError> {
+pub fn create_key(
+    store: &Store,
+    now: OffsetDateTime,
+    name: &str,
+    created_by: &str,
+) -> Result<(String, ApiKeyRecord), ApiKeyError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 {
-        return Err(ApiKeyError::Invalid("Give the key a name of 1 to 64 characters".into()));
+        return Err(ApiKeyError::Invalid(
+            "Give the key a name of 1 to 64 characters".into(),
+        ));
     }
     if store.api_keys()?.len() >= MAX_KEYS {
         return Err(ApiKeyError::Invalid(format!(
@@ -81,8 +88,11 @@ pub fn create_key(store: &Store, now: OffsetDateTime, name: &str, created_by: &s
 
 /// Checks the `Authorization: Bearer` header of an API request.
 pub async fn authenticate(app: &App, req: &Req) -> Result<ApiKey, WebError> {
-    let refuse = || WebError::Unauthorized("Send a valid API key as `Authorization: Bearer <key>`.".into());
-    let value = req.header(header::AUTHORIZATION.as_str()).ok_or_else(refuse)?;
+    let refuse =
+        || WebError::Unauthorized("Send a valid API key as `Authorization: Bearer <key>`.".into());
+    let value = req
+        .header(header::AUTHORIZATION.as_str())
+        .ok_or_else(refuse)?;
     let key = value.strip_prefix("Bearer ").ok_or_else(refuse)?.trim();
     let mut parts = key.splitn(3, '_');
     let (Some(PREFIX), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
@@ -135,11 +145,17 @@ struct SettingsPage {
 
 fn fields() -> Fields {
     Fields::new(vec![
-        Field::text("name", "Key name").hint("Say what will use it, for example “inventory script”."),
+        Field::text("name", "Key name")
+            .hint("Say what will use it, for example “inventory script”."),
     ])
 }
 
-fn settings_page(app: &App, req: &Req, form: Fields, new_key: Option<String>) -> Result<SettingsPage, WebError> {
+fn settings_page(
+    app: &App,
+    req: &Req,
+    form: Fields,
+    new_key: Option<String>,
+) -> Result<SettingsPage, WebError> {
     let keys = app
         .store
         .api_keys()?
@@ -168,7 +184,13 @@ async fn create(app: App, req: Req) -> WebResult {
     let name = req.form().text("name");
     match create_key(&app.store, app.now(), &name, &req.actor()) {
         Ok((key, record)) => {
-            audit::record(&app.store, app.clock.as_ref(), &req.actor(), "created API key", &record.name)?;
+            audit::record(
+                &app.store,
+                app.clock.as_ref(),
+                &req.actor(),
+                "created API key",
+                &record.name,
+            )?;
             app.store.flush().await?;
             // The key is shown on this response only; it is never stored or shown again.
             render(&settings_page(&app, &req, fields(), Some(key))?)
@@ -176,7 +198,10 @@ async fn create(app: App, req: Req) -> WebResult {
         Err(ApiKeyError::Invalid(message)) => {
             let mut form = fields().keep(req.form());
             form.error("name", message);
-            render_status(StatusCode::UNPROCESSABLE_ENTITY, &settings_page(&app, &req, form, None)?)
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &settings_page(&app, &req, form, None)?,
+            )
         }
         Err(ApiKeyError::Store(e)) => Err(e.into()),
     }
@@ -186,11 +211,20 @@ async fn revoke(app: App, req: Req) -> WebResult {
     let id = req.param("id")?.to_string();
     let record = app.store.api_key(&id)?.ok_or(WebError::NotFound)?;
     app.store.delete_api_key(&id)?;
-    audit::record(&app.store, app.clock.as_ref(), &req.actor(), "revoked API key", &record.name)?;
+    audit::record(
+        &app.store,
+        app.clock.as_ref(),
+        &req.actor(),
+        "revoked API key",
+        &record.name,
+    )?;
     app.store.flush().await?;
     Ok(redirect_with_flash(
         "/settings",
-        Flash::success(format!("API key “{}” revoked. Programs using it are refused from now on.", record.name)),
+        Flash::success(format!(
+            "API key “{}” revoked. Programs using it are refused from now on.",
+            record.name
+        )),
     ))
 }
 
@@ -215,7 +249,10 @@ async fn audit_events(app: App, req: Req) -> WebResult {
         None => 100,
     };
     let (events, _) = app.store.audit_page(None, limit)?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "events": events })))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "events": events }),
+    ))
 }
 
 #[cfg(test)]

@@ -32,7 +32,13 @@ pub struct AuditEvent {
 
 /// Records an event now. Failing to audit is reported to the caller, who decides whether the
 /// action may stand without it.
-pub fn record(store: &Store, clock: &dyn Clock, actor: &str, action: &str, object: &str) -> Result<(), StoreError> {
+pub fn record(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: &str,
+    action: &str,
+    object: &str,
+) -> Result<(), StoreError> {
     let event = AuditEvent {
         at: clock.now(),
         actor: actor.to_string(),

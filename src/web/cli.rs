@@ -55,7 +55,9 @@ pub enum CliError {
         "cannot open the database in {path}: {source}. Stop `orchard serve` first: only one process may use the data directory"
     )]
     Open { path: String, source: StoreError },
-    #[error("there is no Orchard data directory at {0}; run `orchard serve` once, or give --data-dir")]
+    #[error(
+        "there is no Orchard data directory at {0}; run `orchard serve` once, or give --data-dir"
+    )]
     NoDataDir(String),
     #[error("{0}")]
     Input(String),
@@ -67,7 +69,9 @@ pub enum CliError {
 
 /// Runs an admin subcommand; prints what it did to standard output.
 pub fn run(args: AdminArgs) -> Result<(), CliError> {
-    let dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./orchard-data"));
+    let dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./orchard-data"));
     let store = open(&dir)?;
     let clock = SystemClock;
     let result = match args.command {
@@ -80,7 +84,13 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
             let hash = accounts::hash_password_blocking(&password)?;
             accounts::create_admin_with_hash(&store, clock.now(), &username, hash)?;
             store.clear_setup_token()?;
-            audit::record(&store, &clock, "command line", "created admin account", &username)?;
+            audit::record(
+                &store,
+                &clock,
+                "command line",
+                "created admin account",
+                &username,
+            )?;
             println!("Created admin account {username}.");
             Ok(())
         }
@@ -92,7 +102,13 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
             let password = read_new_password()?;
             let hash = accounts::hash_password_blocking(&password)?;
             accounts::set_password_hash(&store, &username, hash)?;
-            audit::record(&store, &clock, "command line", "reset the password of", &username)?;
+            audit::record(
+                &store,
+                &clock,
+                "command line",
+                "reset the password of",
+                &username,
+            )?;
             println!("Set a new password for {username}; their sessions have ended.");
             Ok(())
         }
@@ -100,9 +116,18 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
             command: ApiKeyCommand::Create { name },
         } => match api::create_key(&store, clock.now(), &name, "command line") {
             Ok((key, record)) => {
-                audit::record(&store, &clock, "command line", "created API key", &record.name)?;
+                audit::record(
+                    &store,
+                    &clock,
+                    "command line",
+                    "created API key",
+                    &record.name,
+                )?;
                 println!("{key}");
-                eprintln!("Created API key “{}”. Copy it now: it is not shown again.", record.name);
+                eprintln!(
+                    "Created API key “{}”. Copy it now: it is not shown again.",
+                    record.name
+                );
                 Ok(())
             }
             Err(ApiKeyError::Invalid(m)) => Err(CliError::Input(m)),

@@ -20,7 +20,9 @@ impl Date {
 
     /// "3 Sep 2027, 14:05:09 UTC".
     pub fn exact(&self) -> String {
-        let f = format_description!("[day padding:none] [month repr:short] [year], [hour]:[minute]:[second] UTC");
+        let f = format_description!(
+            "[day padding:none] [month repr:short] [year], [hour]:[minute]:[second] UTC"
+        );
         self.0
             .to_offset(time::UtcOffset::UTC)
             .format(f)
@@ -56,7 +58,7 @@ pub fn count(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

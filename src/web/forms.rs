@@ -114,7 +114,10 @@ mod tests {
         fields.error("password", "Enter your password");
         assert_eq!(
             fields.errors(),
-            vec![("field-password".to_string(), "Enter your password".to_string())]
+            vec![(
+                "field-password".to_string(),
+                "Enter your password".to_string()
+            )]
         );
     }
 }

@@ -177,6 +177,9 @@ pub(crate) mod testing {
     #[test]
     fn builder_refuses_missing_parts() {
         let err = App::builder().store(Store::memory()).build().err().unwrap();
-        assert_eq!(err.to_string(), "the application cannot start without its clock");
+        assert_eq!(
+            err.to_string(),
+            "the application cannot start without its clock"
+        );
     }
 }

@@ -10,9 +10,21 @@ use super::{App, Req, WebError, WebResult};
 
 /// Files under `static/`, compiled into the binary.
 const STATIC_FILES: &[(&str, &str, &[u8])] = &[
-    ("orchard.css", "text/css; charset=utf-8", include_bytes!("../../static/orchard.css")),
-    ("orchard.js", "text/javascript; charset=utf-8", include_bytes!("../../static/orchard.js")),
-    ("logo.svg", "image/svg+xml", include_bytes!("../../static/logo.svg")),
+    (
+        "orchard.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../static/orchard.css"),
+    ),
+    (
+        "orchard.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/orchard.js"),
+    ),
+    (
+        "logo.svg",
+        "image/svg+xml",
+        include_bytes!("../../static/logo.svg"),
+    ),
 ];
 
 pub fn routes(r: &mut Routes) {
@@ -25,15 +37,31 @@ pub fn routes(r: &mut Routes) {
 /// Describes Orchard's own metrics and sets the build gauge; called once at start.
 pub fn init_metrics(app: &App) {
     let m = &app.metrics;
-    m.describe("orchard_http_requests_total", "HTTP requests answered, by surface and status code.");
-    m.describe("orchard_build_info", "Always 1; the version label says which build runs.");
-    m.set("orchard_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    m.describe(
+        "orchard_http_requests_total",
+        "HTTP requests answered, by surface and status code.",
+    );
+    m.describe(
+        "orchard_build_info",
+        "Always 1; the version label says which build runs.",
+    );
+    m.set(
+        "orchard_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
 }
 
 async fn healthz(app: App, _req: Req) -> WebResult {
     match app.store.schema_version() {
-        Ok(_) => Ok(with_body(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"))),
-        Err(e) => Err(WebError::Unavailable(format!("the store cannot be read: {e}"))),
+        Ok(_) => Ok(with_body(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(b"ok\n"),
+        )),
+        Err(e) => Err(WebError::Unavailable(format!(
+            "the store cannot be read: {e}"
+        ))),
     }
 }
 
@@ -52,8 +80,10 @@ async fn static_file(_app: App, req: Req) -> WebResult {
         .find(|(name, _, _)| *name == path)
         .ok_or(WebError::NotFound)?;
     let mut resp = with_body(StatusCode::OK, content_type, Bytes::from_static(bytes));
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     Ok(resp)
 }
 

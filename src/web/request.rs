@@ -44,27 +44,41 @@ pub struct Form {
 impl Form {
     /// The first value of a field, trimmed of nothing (passwords keep their spaces).
     pub fn get(&self, name: &str) -> Option<String> {
-        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     /// The value, trimmed, or empty when absent.
     pub fn text(&self, name: &str) -> String {
-        self.get(name).map(|v| v.trim().to_string()).unwrap_or_default()
+        self.get(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
     }
 
     /// Every value of a repeated field (checkboxes).
     pub fn all(&self, name: &str) -> Vec<String> {
-        self.fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// The uploaded file of a field, if one with content was sent.
     pub fn file(&self, name: &str) -> Option<&UploadedFile> {
-        self.files.iter().find(|f| f.field == name && !f.bytes.is_empty())
+        self.files
+            .iter()
+            .find(|f| f.field == name && !f.bytes.is_empty())
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Form {
         Form {
-            fields: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            fields: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             files: Vec::new(),
         }
     }
@@ -133,7 +147,10 @@ impl Req {
 
     /// A header as text (absent or not text: `None`).
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 
     /// The host the client asked for (`Host` header, or the HTTP/2 authority).
@@ -165,18 +182,25 @@ impl Req {
 
     /// Adds a `Set-Cookie` to the response, whatever the handler returns.
     pub fn set_cookie(&self, cookie: String) {
-        self.effects.lock().unwrap_or_else(|p| p.into_inner()).cookies.push(cookie);
+        self.effects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cookies
+            .push(cookie);
     }
 
     /// The parsed form (empty for requests without one).
     pub fn form(&self) -> &Form {
         static EMPTY: std::sync::OnceLock<Form> = std::sync::OnceLock::new();
-        self.form.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Form::default))
+        self.form
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Form::default))
     }
 
     /// The body as JSON (API routes).
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, WebError> {
-        serde_json::from_slice(&self.body).map_err(|e| WebError::BadRequest(format!("the JSON body is not valid: {e}")))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| WebError::BadRequest(format!("the JSON body is not valid: {e}")))
     }
 
     /// The signed-in admin's username ("system" outside a session), for the audit log.
@@ -196,16 +220,25 @@ impl Req {
         if let Some(s) = &self.session {
             return s.record.csrf.clone();
         }
-        if let Some(existing) = self.cookie(session::CSRF_COOKIE).filter(|t| session::well_formed(t)) {
+        if let Some(existing) = self
+            .cookie(session::CSRF_COOKIE)
+            .filter(|t| session::well_formed(t))
+        {
             return existing;
         }
         let mut effects = self.effects.lock().unwrap_or_else(|p| p.into_inner());
         let prefix = format!("{}=", session::CSRF_COOKIE);
         if let Some(c) = effects.cookies.iter().find(|c| c.starts_with(&prefix)) {
-            return c[prefix.len()..].split(';').next().unwrap_or_default().to_string();
+            return c[prefix.len()..]
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
         let token = session::random_token();
-        effects.cookies.push(session::cookie(session::CSRF_COOKIE, &token));
+        effects
+            .cookies
+            .push(session::cookie(session::CSRF_COOKIE, &token));
         token
     }
 
@@ -218,8 +251,15 @@ impl Req {
 
     /// Parses a urlencoded or multipart body into [`Req::form`].
     pub(super) async fn parse_form(&mut self) -> Result<(), WebError> {
-        let content_type = self.header(header::CONTENT_TYPE.as_str()).unwrap_or_default();
-        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let content_type = self
+            .header(header::CONTENT_TYPE.as_str())
+            .unwrap_or_default();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         let form = match mime.as_str() {
             "application/x-www-form-urlencoded" | "" => {
                 let fields: Vec<(String, String)> = url::form_urlencoded::parse(&self.body)
@@ -247,7 +287,9 @@ impl Req {
 }
 
 async fn parse_multipart(content_type: &str, body: Bytes) -> Result<Form, WebError> {
-    let bad = |e: multer::Error| WebError::BadRequest(format!("the uploaded form could not be read ({e})"));
+    let bad = |e: multer::Error| {
+        WebError::BadRequest(format!("the uploaded form could not be read ({e})"))
+    };
     let boundary = multer::parse_boundary(content_type).map_err(bad)?;
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
@@ -297,11 +339,16 @@ mod tests {
 
     #[tokio::test]
     async fn broken_multipart_is_a_clear_bad_request() {
-        let err = parse_multipart("multipart/form-data; boundary=XyZ", Bytes::from_static(b"--XyZ\r\ngarbage"))
+        let err = parse_multipart(
+            "multipart/form-data; boundary=XyZ",
+            Bytes::from_static(b"--XyZ\r\ngarbage"),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, WebError::BadRequest(_)), "{err:?}");
+        let err = parse_multipart("multipart/form-data", Bytes::new())
             .await
             .unwrap_err();
-        assert!(matches!(err, WebError::BadRequest(_)), "{err:?}");
-        let err = parse_multipart("multipart/form-data", Bytes::new()).await.unwrap_err();
         assert!(matches!(err, WebError::BadRequest(_)));
     }
 }

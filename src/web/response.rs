@@ -28,7 +28,9 @@ pub enum WebError {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("This form has expired or was not sent from Orchard. Go back, reload the page and try again.")]
+    #[error(
+        "This form has expired or was not sent from Orchard. Go back, reload the page and try again."
+    )]
     CsrfFailed,
     #[error("Sign in to continue.")]
     SignInNeeded { next: Option<String> },
@@ -124,7 +126,9 @@ impl Flash {
     }
 
     pub(super) fn decode(raw: &str) -> Option<Flash> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).ok()?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()?;
         let flash: Flash = serde_json::from_slice(&bytes).ok()?;
         let ok_kind = matches!(flash.kind.as_str(), "success" | "info" | "warning");
         (ok_kind && flash.message.len() <= 500).then_some(flash)
@@ -203,12 +207,20 @@ pub fn render<T: Template>(page: &T) -> Result<Response, WebError> {
 /// Renders a page with the given status (422 for a form with errors).
 pub fn render_status<T: Template>(status: StatusCode, page: &T) -> Result<Response, WebError> {
     let html = page.render()?;
-    Ok(with_body(status, "text/html; charset=utf-8", Bytes::from(html)))
+    Ok(with_body(
+        status,
+        "text/html; charset=utf-8",
+        Bytes::from(html),
+    ))
 }
 
 /// A `303 See Other` to `to` (a path on this site).
 pub fn redirect(to: &str) -> Response {
-    let mut resp = with_body(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Bytes::new());
+    let mut resp = with_body(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        Bytes::new(),
+    );
     let location = if to.starts_with('/') && !to.starts_with("//") {
         to
     } else {
@@ -272,7 +284,9 @@ pub fn error_response(surface: Surface, err: &WebError) -> Response {
             )),
             None => redirect_with_flash(
                 "/signin",
-                Flash::info("Your session ended, so Orchard did not save that change. Sign in and try again."),
+                Flash::info(
+                    "Your session ended, so Orchard did not save that change. Sign in and try again.",
+                ),
             ),
         };
     }
@@ -297,7 +311,11 @@ pub fn error_response(surface: Surface, err: &WebError) -> Response {
         }
     };
     if let WebError::MethodNotAllowed(allowed) = err {
-        let list = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+        let list = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         if let Ok(v) = HeaderValue::from_str(&list) {
             resp.headers_mut().insert(header::ALLOW, v);
         }
@@ -307,7 +325,7 @@ pub fn error_response(surface: Surface, err: &WebError) -> Response {
 
 /// "64 KiB", "1 MiB".
 pub fn human_size(bytes: usize) -> String {
-    if bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0 {
+    if bytes >= 1024 * 1024 && bytes.is_multiple_of(1024 * 1024) {
         format!("{} MiB", bytes / (1024 * 1024))
     } else if bytes >= 1024 {
         format!("{} KiB", bytes / 1024)
@@ -315,7 +333,6 @@ pub fn human_size(bytes: usize) -> String {
         format!("{bytes} bytes")
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -335,7 +352,10 @@ mod tests {
 
     #[test]
     fn errors_never_show_internals() {
-        let resp = error_response(Surface::Admin, &WebError::Internal("sled: disk on fire".into()));
+        let resp = error_response(
+            Surface::Admin,
+            &WebError::Internal("sled: disk on fire".into()),
+        );
         assert_eq!(resp.status(), 500);
         let body = format!("{:?}", resp.body());
         assert!(!body.contains("disk on fire"));
@@ -346,8 +366,14 @@ mod tests {
 
     #[test]
     fn redirects_stay_on_this_site() {
-        assert_eq!(redirect("//evil.example/x").headers()[header::LOCATION], "/");
-        assert_eq!(redirect("https://evil.example").headers()[header::LOCATION], "/");
+        assert_eq!(
+            redirect("//evil.example/x").headers()[header::LOCATION],
+            "/"
+        );
+        assert_eq!(
+            redirect("https://evil.example").headers()[header::LOCATION],
+            "/"
+        );
         assert_eq!(redirect("/devices").headers()[header::LOCATION], "/devices");
         assert_eq!(human_size(64 * 1024), "64 KiB");
         assert_eq!(human_size(1024 * 1024), "1 MiB");

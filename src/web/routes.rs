@@ -49,7 +49,10 @@ impl Surface {
     pub fn guess(path: &str) -> Surface {
         if path.starts_with("/api/") {
             Surface::Api
-        } else if ["/mdm", "/scep", "/enroll"].iter().any(|p| path.starts_with(p)) {
+        } else if ["/mdm", "/scep", "/enroll"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
             Surface::Device
         } else {
             Surface::Admin
@@ -226,7 +229,10 @@ async fn dispatch(site: Arc<SiteInner>, req: ::http::Request<Incoming>, peer: Pe
     let effects = Arc::new(Mutex::new(Effects::default()));
     let (surface, result) = match site.router.find(&method, &path) {
         Found::NotFound => (Surface::guess(&path), Err(WebError::NotFound)),
-        Found::MethodNotAllowed(allowed) => (Surface::guess(&path), Err(WebError::MethodNotAllowed(allowed))),
+        Found::MethodNotAllowed(allowed) => (
+            Surface::guess(&path),
+            Err(WebError::MethodNotAllowed(allowed)),
+        ),
         Found::Route(route, params) => {
             let result = prepare(&site, route, params, req, peer.clone(), effects.clone()).await;
             let result = match result {
@@ -242,9 +248,10 @@ async fn dispatch(site: Arc<SiteInner>, req: ::http::Request<Incoming>, peer: Pe
     };
     finish_response(&mut resp, surface, &effects);
     let status = resp.status();
-    site.app
-        .metrics
-        .inc("orchard_http_requests_total", &[("surface", surface.label()), ("code", status.as_str())]);
+    site.app.metrics.inc(
+        "orchard_http_requests_total",
+        &[("surface", surface.label()), ("code", status.as_str())],
+    );
     tracing::info!(
         method = %method,
         path = %path,
@@ -272,13 +279,16 @@ async fn prepare(
         .await
         .map_err(|e| match e {
             http::BodyError::TooLarge { limit } => WebError::TooLarge(limit),
-            http::BodyError::Read(m) => WebError::BadRequest(format!("the request body could not be read ({m})")),
+            http::BodyError::Read(m) => {
+                WebError::BadRequest(format!("the request body could not be read ({m})"))
+            }
         })?;
     let mut r = Req::new(parts, params, peer, body, site.nav.clone(), effects);
     let unsafe_method = !matches!(r.method, Method::GET | Method::HEAD | Method::OPTIONS);
     match route.surface {
         Surface::Admin => {
-            let Some(found) = session::load(app, r.cookie(session::SESSION_COOKIE).as_deref())? else {
+            let Some(found) = session::load(app, r.cookie(session::SESSION_COOKIE).as_deref())?
+            else {
                 return Err(WebError::SignInNeeded {
                     next: (r.method == Method::GET).then(|| r.path_and_query()),
                 });
@@ -287,7 +297,11 @@ async fn prepare(
             if unsafe_method {
                 check_origin(&r)?;
                 r.parse_form().await?;
-                let expected = r.session.as_ref().map(|s| s.record.csrf.clone()).unwrap_or_default();
+                let expected = r
+                    .session
+                    .as_ref()
+                    .map(|s| s.record.csrf.clone())
+                    .unwrap_or_default();
                 check_csrf(&r, &expected)?;
             }
         }

@@ -104,7 +104,10 @@ pub fn random_token() -> String {
 
 /// Whether a cookie value looks like one of our tokens (so garbage never reaches the store).
 pub fn well_formed(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The store key of a token: its SHA-256.
@@ -149,7 +152,10 @@ mod tests {
         clock.advance(Duration::minutes(29));
         assert!(load(&app, Some(&token)).unwrap().is_some());
         clock.advance(Duration::minutes(29));
-        assert!(load(&app, Some(&token)).unwrap().is_some(), "use keeps it alive");
+        assert!(
+            load(&app, Some(&token)).unwrap().is_some(),
+            "use keeps it alive"
+        );
         clock.advance(Duration::minutes(31));
         assert!(load(&app, Some(&token)).unwrap().is_none());
         // And it is gone for good.

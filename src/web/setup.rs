@@ -54,7 +54,10 @@ fn valid(app: &App, token: &str) -> Result<bool, StoreError> {
     Ok(match app.store.setup_token()? {
         Some(stored) => {
             stored.expires > app.now()
-                && session::constant_time_eq(stored.hash.as_bytes(), hex::encode(session::key_of(token)).as_bytes())
+                && session::constant_time_eq(
+                    stored.hash.as_bytes(),
+                    hex::encode(session::key_of(token)).as_bytes(),
+                )
         }
         None => false,
     })
@@ -115,8 +118,14 @@ async fn create(app: App, req: Req) -> WebResult {
         }
     };
     let password = form.get("password").unwrap_or_default();
-    if let Err(e) = accounts::check_new_password(&password, Some(&form.get("confirm").unwrap_or_default())) {
-        let field = if e.contains("match") { "confirm" } else { "password" };
+    if let Err(e) =
+        accounts::check_new_password(&password, Some(&form.get("confirm").unwrap_or_default()))
+    {
+        let field = if e.contains("match") {
+            "confirm"
+        } else {
+            "password"
+        };
         fields.error(field, e);
     }
     let retry = |fields: Fields| {
@@ -148,7 +157,13 @@ async fn create(app: App, req: Req) -> WebResult {
         Err(e) => return Err(WebError::Internal(e.to_string())),
     };
     app.store.clear_setup_token()?;
-    audit::record(&app.store, app.clock.as_ref(), &username, "created the first admin account", &username)?;
+    audit::record(
+        &app.store,
+        app.clock.as_ref(),
+        &username,
+        "created the first admin account",
+        &username,
+    )?;
     let cookie = session::create(&app, &user)?;
     app.store.flush().await?;
     req.set_cookie(session::cookie(session::SESSION_COOKIE, &cookie));

@@ -71,13 +71,25 @@ async fn submit(app: App, req: Req) -> WebResult {
         match accounts::sign_in(&app, &username, &password, req.client_addr().ip()).await {
             Ok(user) => {
                 let token = session::create(&app, &user)?;
-                audit::record(&app.store, app.clock.as_ref(), &user.username, "signed in", "")?;
+                audit::record(
+                    &app.store,
+                    app.clock.as_ref(),
+                    &user.username,
+                    "signed in",
+                    "",
+                )?;
                 req.set_cookie(session::cookie(session::SESSION_COOKIE, &token));
                 return Ok(redirect(&next));
             }
             Err(e @ (SignInError::Wrong | SignInError::Throttled { .. })) => {
                 let actor = format!("anonymous ({})", req.client_addr().ip());
-                audit::record(&app.store, app.clock.as_ref(), &actor, "failed to sign in as", &username)?;
+                audit::record(
+                    &app.store,
+                    app.clock.as_ref(),
+                    &actor,
+                    "failed to sign in as",
+                    &username,
+                )?;
                 problem = Some(e.to_string());
             }
             Err(SignInError::Store(e)) => return Err(e.into()),
@@ -98,8 +110,17 @@ async fn submit(app: App, req: Req) -> WebResult {
 async fn sign_out(app: App, req: Req) -> WebResult {
     if let Some(s) = &req.session {
         session::destroy(&app, s)?;
-        audit::record(&app.store, app.clock.as_ref(), &s.record.username, "signed out", "")?;
+        audit::record(
+            &app.store,
+            app.clock.as_ref(),
+            &s.record.username,
+            "signed out",
+            "",
+        )?;
     }
     req.set_cookie(session::clear_cookie(session::SESSION_COOKIE));
-    Ok(redirect_with_flash("/signin", Flash::info("You are signed out.")))
+    Ok(redirect_with_flash(
+        "/signin",
+        Flash::info("You are signed out."),
+    ))
 }

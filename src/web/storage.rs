@@ -34,14 +34,23 @@ pub trait WebStore {
     fn clear_setup_token(&self) -> Result<(), StoreError>;
 
     /// Counts one failed sign-in for `username` within a rolling `window`; returns the new count.
-    fn record_failure(&self, username: &str, now: OffsetDateTime, window: Duration) -> Result<Failures, StoreError>;
+    fn record_failure(
+        &self,
+        username: &str,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<Failures, StoreError>;
     fn failures(&self, username: &str) -> Result<Option<Failures>, StoreError>;
     fn clear_failures(&self, username: &str) -> Result<(), StoreError>;
 
     fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Up to `limit` events, newest first, starting at `from` (a cursor from a previous page).
     /// Returns the events and the cursor of the next (older) page.
-    fn audit_page(&self, from: Option<&[u8]>, limit: usize) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError>;
+    fn audit_page(
+        &self,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<Vec<u8>>), StoreError>;
 
     fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;

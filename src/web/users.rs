@@ -99,7 +99,13 @@ async fn add(app: App, req: Req) -> WebResult {
         }
         Err(e) => return Err(WebError::Internal(e.to_string())),
     }
-    audit::record(&app.store, app.clock.as_ref(), &req.actor(), "created admin account", &username)?;
+    audit::record(
+        &app.store,
+        app.clock.as_ref(),
+        &req.actor(),
+        "created admin account",
+        &username,
+    )?;
     app.store.flush().await?;
     Ok(redirect_with_flash(
         "/users",
@@ -123,7 +129,13 @@ async fn remove(app: App, req: Req) -> WebResult {
         ));
     }
     app.store.delete_user(&user)?;
-    audit::record(&app.store, app.clock.as_ref(), &req.actor(), "removed admin account", &user.username)?;
+    audit::record(
+        &app.store,
+        app.clock.as_ref(),
+        &req.actor(),
+        "removed admin account",
+        &user.username,
+    )?;
     app.store.flush().await?;
     Ok(redirect_with_flash(
         "/users",

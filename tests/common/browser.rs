@@ -21,12 +21,18 @@ fn chromium_binary() -> String {
     if let Ok(path) = std::env::var("ORCHARD_CHROMIUM") {
         return path;
     }
-    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
+    for candidate in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
         if std::path::Path::new(candidate).exists() {
             return candidate.to_string();
         }
     }
-    panic!("no Chromium found: install it with `apt-get install -y chromium chromium-driver` (.ci/run does)");
+    panic!(
+        "no Chromium found: install it with `apt-get install -y chromium chromium-driver` (.ci/run does)"
+    );
 }
 
 /// Starts chromedriver and a headless Chromium session.
@@ -35,12 +41,14 @@ pub async fn start_browser() -> Browser {
         let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
         l.local_addr().unwrap().port()
     };
-    let driver = Command::new(std::env::var("ORCHARD_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver (apt-get install -y chromium-driver)");
+    let driver = Command::new(
+        std::env::var("ORCHARD_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()),
+    )
+    .arg(format!("--port={port}"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("start chromedriver (apt-get install -y chromium-driver)");
     let profile = tempfile::tempdir().expect("profile dir");
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -112,7 +120,12 @@ impl Browser {
     }
 
     pub async fn path(&self) -> String {
-        self.client.current_url().await.expect("url").path().to_string()
+        self.client
+            .current_url()
+            .await
+            .expect("url")
+            .path()
+            .to_string()
     }
 
     /// Waits (bounded) until the page's `<h1>` reads `text`.

@@ -72,8 +72,14 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
     let mut child = cmd.spawn().expect("start the orchard binary");
     let logs = Arc::new(Mutex::new(Vec::new()));
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -92,13 +98,16 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
 
     let deadline = Instant::now() + START_TIMEOUT;
     let port = loop {
-        if let Some(port) = find_in_logs(&logs, "Orchard is serving", "addr=").and_then(|a| {
-            a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
-        }) {
+        if let Some(port) = find_in_logs(&logs, "Orchard is serving", "addr=")
+            .and_then(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
+        {
             break port;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("orchard exited with {status} before serving:\n{}", logs.lock().unwrap().join("\n"));
+            panic!(
+                "orchard exited with {status} before serving:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -109,7 +118,8 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
     };
     let setup_link = find_in_logs(&logs, "No admin account exists yet", "link=");
     let base_url = format!("https://127.0.0.1:{port}");
-    let ca_pem = std::fs::read(data_dir.join("tls").join("ca.crt")).expect("the CA certificate exists");
+    let ca_pem =
+        std::fs::read(data_dir.join("tls").join("ca.crt")).expect("the CA certificate exists");
     let client = TestClient::new(&base_url, &ca_pem, false);
     let app = TestApp {
         base_url,
@@ -129,7 +139,11 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
         {
             break;
         }
-        assert!(Instant::now() < deadline, "/healthz did not answer:\n{}", app.logs());
+        assert!(
+            Instant::now() < deadline,
+            "/healthz did not answer:\n{}",
+            app.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app
@@ -152,7 +166,8 @@ impl TestApp {
 
     /// A new client (own cookie jar) trusting this server's CA; HTTP/1.1 only when `http1`.
     pub fn new_client(&self, http1: bool) -> TestClient {
-        let ca_pem = std::fs::read(self.data_dir.join("tls").join("ca.crt")).expect("CA certificate");
+        let ca_pem =
+            std::fs::read(self.data_dir.join("tls").join("ca.crt")).expect("CA certificate");
         TestClient::new(&self.base_url, &ca_pem, http1)
     }
 
@@ -160,17 +175,29 @@ impl TestApp {
     /// [`ADMIN_USER`] / [`ADMIN_PASSWORD`]; the client is signed in afterwards.
     pub async fn sign_in_admin(&self) {
         if let Some(link) = &self.setup_link {
-            let path = link.split_once("/setup/").map(|(_, t)| format!("/setup/{t}")).unwrap();
+            let path = link
+                .split_once("/setup/")
+                .map(|(_, t)| format!("/setup/{t}"))
+                .unwrap();
             let page = self.client.get(&path).await;
             if page.status == StatusCode::OK {
                 let resp = self
                     .client
                     .post_form(
                         &path,
-                        &[("username", ADMIN_USER), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)],
+                        &[
+                            ("username", ADMIN_USER),
+                            ("password", ADMIN_PASSWORD),
+                            ("confirm", ADMIN_PASSWORD),
+                        ],
                     )
                     .await;
-                assert_eq!(resp.status, StatusCode::SEE_OTHER, "setup failed: {}", resp.body);
+                assert_eq!(
+                    resp.status,
+                    StatusCode::SEE_OTHER,
+                    "setup failed: {}",
+                    resp.body
+                );
                 return;
             }
         }
@@ -179,8 +206,13 @@ impl TestApp {
 
     /// Sends SIGTERM and waits (bounded) for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -238,11 +270,13 @@ impl TestClient {
         for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
             roots.add(cert.expect("CA PEM")).expect("CA certificate");
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only();
@@ -264,7 +298,10 @@ impl TestClient {
     }
 
     pub fn set_cookie(&self, name: &str, value: &str) {
-        self.cookies.lock().unwrap().insert(name.into(), value.into());
+        self.cookies
+            .lock()
+            .unwrap()
+            .insert(name.into(), value.into());
     }
 
     pub fn clear_cookies(&self) {
@@ -286,7 +323,10 @@ impl TestClient {
 
     /// Posts a form, adding `_csrf` from the last page unless the fields carry one.
     pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> TestResponse {
-        let mut pairs: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut pairs: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if !pairs.iter().any(|(k, _)| k == "_csrf")
             && let Some(token) = self.csrf()
         {
@@ -301,18 +341,30 @@ impl TestClient {
             .extend_pairs(pairs)
             .finish();
         let headers = vec![
-            ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ),
             ("origin".to_string(), self.base_url.clone()),
         ];
-        self.send(Method::POST, path, headers, Bytes::from(body)).await
+        self.send(Method::POST, path, headers, Bytes::from(body))
+            .await
     }
 
     /// Posts `multipart/form-data` with text fields (plus `_csrf` from the last page) and files
     /// given as (field, file name, bytes).
-    pub async fn post_multipart(&self, path: &str, fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> TestResponse {
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> TestResponse {
         let boundary = "orchard-test-boundary-7d3f";
         let mut body = Vec::new();
-        let mut fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if !fields.iter().any(|(k, _)| k == "_csrf")
             && let Some(token) = self.csrf()
         {
@@ -320,7 +372,10 @@ impl TestClient {
         }
         for (k, v) in &fields {
             body.extend_from_slice(
-                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
             );
         }
         for (field, name, bytes) in files {
@@ -335,10 +390,14 @@ impl TestClient {
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         let headers = vec![
-            ("content-type".to_string(), format!("multipart/form-data; boundary={boundary}")),
+            (
+                "content-type".to_string(),
+                format!("multipart/form-data; boundary={boundary}"),
+            ),
             ("origin".to_string(), self.base_url.clone()),
         ];
-        self.send(Method::POST, path, headers, Bytes::from(body)).await
+        self.send(Method::POST, path, headers, Bytes::from(body))
+            .await
     }
 
     /// Signs in through the sign-in form; panics when it fails.
@@ -348,7 +407,12 @@ impl TestClient {
         let resp = self
             .post_form("/signin", &[("username", username), ("password", password)])
             .await;
-        assert_eq!(resp.status, StatusCode::SEE_OTHER, "sign-in failed: {}", resp.body);
+        assert_eq!(
+            resp.status,
+            StatusCode::SEE_OTHER,
+            "sign-in failed: {}",
+            resp.body
+        );
     }
 
     /// Follows a redirect response with a GET.
@@ -357,7 +421,13 @@ impl TestClient {
         self.get(to).await
     }
 
-    pub async fn send(&self, method: Method, path: &str, headers: Vec<(String, String)>, body: Bytes) -> TestResponse {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> TestResponse {
         match self.try_send(method.clone(), path, headers, body).await {
             Ok(r) => r,
             Err(e) => panic!("{method} {path}: {e}"),
@@ -371,10 +441,15 @@ impl TestClient {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<TestResponse, String> {
-        let mut req = Request::builder().method(method).uri(format!("{}{}", self.base_url, path));
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base_url, path));
         let cookie_header = {
             let jar = self.cookies.lock().unwrap();
-            jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         if !cookie_header.is_empty() {
             req = req.header(header::COOKIE, cookie_header);
@@ -401,7 +476,9 @@ impl TestClient {
             for value in headers.get_all(header::SET_COOKIE) {
                 let Ok(value) = value.to_str() else { continue };
                 let first = value.split(';').next().unwrap_or_default();
-                let Some((name, val)) = first.split_once('=') else { continue };
+                let Some((name, val)) = first.split_once('=') else {
+                    continue;
+                };
                 if value.contains("Max-Age=0") {
                     jar.remove(name.trim());
                 } else {
