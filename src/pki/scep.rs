@@ -32,10 +32,10 @@ use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 use super::cms::{
-    CertKind, CertSpec, CheckTime, Cipher, CmsError, DigestAlg, SignOptions, SignerKey, Unverified,
-    attribute, attribute_value, build, certificates_of, certs_only, encrypt_enveloped,
-    issue_certificate, open_enveloped, public_key_of, self_signed_certificate, sign_with,
-    signature_digest, spki_of, to_der, verify_chain,
+    CertKind, CertSpec, CheckTime, Cipher, CmsError, DigestAlg, RecipientKey, SignOptions,
+    SignerKey, Unverified, attribute, attribute_value, build, certificates_of, certs_only,
+    encrypt_enveloped, issue_certificate, open_enveloped, public_key_of, self_signed_certificate,
+    sign_with, signature_digest, spki_of, to_der, verify_chain,
 };
 
 /// `GetCACaps` answer: what Orchard's SCEP CA supports (RFC 8894 section 3.5.2).
@@ -280,10 +280,11 @@ pub fn parse_pki_operation(bytes: &[u8], ca: &CaIdentity) -> Result<PkiRequest, 
         _ => refuse(FailInfo::BadMessageCheck, e.to_string()),
     })?;
     let envelope = signed.content.unwrap_or_default();
-    let (csr_der, cipher) = open_enveloped(&envelope, &ca.key, &ca.cert).map_err(|e| match e {
-        CmsError::Unsupported { .. } => refuse(FailInfo::BadAlg, e.to_string()),
-        _ => refuse(FailInfo::BadMessageCheck, e.to_string()),
-    })?;
+    let (csr_der, cipher) = open_enveloped(&envelope, RecipientKey::Rsa(&ca.key), &ca.cert)
+        .map_err(|e| match e {
+            CmsError::Unsupported { .. } => refuse(FailInfo::BadAlg, e.to_string()),
+            _ => refuse(FailInfo::BadMessageCheck, e.to_string()),
+        })?;
     let csr = CertReq::from_der(&csr_der).map_err(|e| {
         refuse(
             FailInfo::BadRequest,
@@ -519,11 +520,8 @@ pub fn parse_cert_rep(
         Some("3") => return Ok(CertRepOutcome::Pending),
         _ => return Err(bad("the pkiStatus is missing or unknown")),
     }
-    let SignerKey::Rsa(rsa_key) = key else {
-        return Err(bad("only RSA requester keys can open the CertRep envelope"));
-    };
     let envelope = msg.content.unwrap_or_default();
-    let (degenerate, _) = open_enveloped(&envelope, rsa_key, &request.signer)?;
+    let (degenerate, _) = open_enveloped(&envelope, key.into(), &request.signer)?;
     let ours = spki_of(key)?;
     certificates_of(&degenerate)?
         .into_iter()
@@ -651,7 +649,7 @@ mod tests {
     }
 
     #[test]
-    fn ec_client_requests_are_accepted_by_the_ca() {
+    fn round_trip_every_digest_and_cipher_with_ec_clients() {
         let ca = new_ca();
         let key = ec_key();
         for digest in [DigestAlg::Sha1, DigestAlg::Sha256] {
@@ -671,6 +669,12 @@ mod tests {
                 assert_eq!(
                     issued.tbs_certificate().subject_public_key_info(),
                     &spki_of(&key).expect("spki")
+                );
+                // The answer is enveloped by key agreement to the EC requester.
+                let rep = cert_rep_success(&parsed, &issued, &ca).expect("reply");
+                assert_eq!(
+                    parse_cert_rep(&rep, &req, &key, &ca.cert).expect("read reply"),
+                    CertRepOutcome::Issued(Box::new(issued))
                 );
             }
         }

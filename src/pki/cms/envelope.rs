@@ -17,7 +17,8 @@ use super::CmsError;
 use super::algorithms::{
     Cipher, ID_DATA, ID_ENVELOPED_DATA, RSA_ENCRYPTION, build, content_type_name, to_der, with_null,
 };
-use super::keys::rsa_public_key;
+use super::kari::{ec_open, ec_recipient};
+use super::keys::{PublicKey, SignerKey, public_key};
 
 /// Decrypts a CMS EnvelopedData (DER or BER, as a ContentInfo) addressed to `cert`, whose
 /// private key is `key`, and returns the plaintext content.
@@ -31,26 +32,59 @@ pub fn decrypt_enveloped(
     key: &RsaPrivateKey,
     cert: &Certificate,
 ) -> Result<Vec<u8>, CmsError> {
-    open_enveloped(bytes, key, cert).map(|(plain, _)| plain)
+    open_enveloped(bytes, RecipientKey::Rsa(key), cert).map(|(plain, _)| plain)
+}
+
+/// The private key a recipient opens an envelope with.
+#[derive(Clone, Copy)]
+pub(crate) enum RecipientKey<'a> {
+    /// Key transport (KeyTransRecipientInfo).
+    Rsa(&'a RsaPrivateKey),
+    /// Key agreement (KeyAgreeRecipientInfo).
+    P256(&'a p256::ecdsa::SigningKey),
+}
+
+impl<'a> From<&'a SignerKey> for RecipientKey<'a> {
+    fn from(key: &'a SignerKey) -> Self {
+        match key {
+            SignerKey::Rsa(k) => RecipientKey::Rsa(k),
+            SignerKey::P256(k) => RecipientKey::P256(k),
+        }
+    }
 }
 
 /// [`decrypt_enveloped`], also naming the content cipher (SCEP answers with the same one).
 pub(crate) fn open_enveloped(
     bytes: &[u8],
-    key: &RsaPrivateKey,
+    key: RecipientKey<'_>,
     cert: &Certificate,
 ) -> Result<(Vec<u8>, Cipher), CmsError> {
     let env = parse_enveloped(bytes)?;
-    let ktri = find_recipient(&env.recip_infos, cert)?;
-    if ktri.key_enc_alg.oid != RSA_ENCRYPTION {
-        return Err(CmsError::Unsupported {
-            what: "key transport",
-            oid: ktri.key_enc_alg.oid.to_string(),
-        });
-    }
-    let content_key = key
-        .pkcs1v15_decrypt(ktri.enc_key.as_bytes())
-        .map_err(|_| CmsError::KeyUnwrap)?;
+    let content_key = match key {
+        RecipientKey::Rsa(key) => {
+            let ktri = find_recipient(&env.recip_infos, cert)?;
+            if ktri.key_enc_alg.oid != RSA_ENCRYPTION {
+                return Err(CmsError::Unsupported {
+                    what: "key transport",
+                    oid: ktri.key_enc_alg.oid.to_string(),
+                });
+            }
+            key.pkcs1v15_decrypt(ktri.enc_key.as_bytes())
+                .map_err(|_| CmsError::KeyUnwrap)?
+        }
+        RecipientKey::P256(key) => {
+            let kari = env
+                .recip_infos
+                .0
+                .iter()
+                .find_map(|ri| match ri {
+                    RecipientInfo::Kari(k) => Some(k),
+                    _ => None,
+                })
+                .ok_or(CmsError::NotForUs)?;
+            ec_open(kari, key, cert)?
+        }
+    };
     let eci = &env.encrypted_content;
     let cipher = Cipher::from_oid(&eci.content_enc_alg.oid)?;
     let iv = eci
@@ -71,29 +105,38 @@ pub fn encrypt_enveloped(
     recipient: &Certificate,
     cipher: Cipher,
 ) -> Result<Vec<u8>, CmsError> {
-    let public = rsa_public_key(recipient)?;
     let mut rng = rand::rng();
     let mut key = vec![0u8; cipher.key_len()];
     rng.fill_bytes(&mut key);
     let mut iv = vec![0u8; cipher.iv_len()];
     rng.fill_bytes(&mut iv);
     let ciphertext = cipher.encrypt(&key, &iv, content)?;
-    let enc_key = public.pkcs1v15_encrypt(&key).map_err(build)?;
 
-    let tbs = recipient.tbs_certificate();
-    let ktri = KeyTransRecipientInfo {
-        version: CmsVersion::V0,
-        rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-            issuer: tbs.issuer().clone(),
-            serial_number: tbs.serial_number().clone(),
-        }),
-        key_enc_alg: with_null(RSA_ENCRYPTION),
-        enc_key: OctetString::new(enc_key).map_err(build)?,
+    // RSA recipients get key transport (version 0), P-256 ones key agreement (version 2).
+    let (version, info) = match public_key(recipient)? {
+        PublicKey::Rsa(public) => {
+            let tbs = recipient.tbs_certificate();
+            let ktri = KeyTransRecipientInfo {
+                version: CmsVersion::V0,
+                rid: RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                    issuer: tbs.issuer().clone(),
+                    serial_number: tbs.serial_number().clone(),
+                }),
+                key_enc_alg: with_null(RSA_ENCRYPTION),
+                enc_key: OctetString::new(public.pkcs1v15_encrypt(&key).map_err(build)?)
+                    .map_err(build)?,
+            };
+            (CmsVersion::V0, RecipientInfo::Ktri(ktri))
+        }
+        PublicKey::P256(_) => (
+            CmsVersion::V2,
+            RecipientInfo::Kari(ec_recipient(recipient, &key)?),
+        ),
     };
     let env = EnvelopedData {
-        version: CmsVersion::V0,
+        version,
         originator_info: None,
-        recip_infos: RecipientInfos::try_from(vec![RecipientInfo::Ktri(ktri)]).map_err(build)?,
+        recip_infos: RecipientInfos::try_from(vec![info]).map_err(build)?,
         encrypted_content: EncryptedContentInfo {
             content_type: ID_DATA,
             content_enc_alg: cipher.algorithm_identifier(&iv)?,

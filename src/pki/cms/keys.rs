@@ -134,22 +134,6 @@ pub fn certificate_to_pem(cert: &Certificate) -> Result<String, CmsError> {
         .map_err(|e| CmsError::Certificate(e.to_string()))
 }
 
-/// The RSA public key of a certificate, or an error naming what it holds instead.
-pub(crate) fn rsa_public_key(cert: &Certificate) -> Result<RsaPublicKey, CmsError> {
-    let spki = cert.tbs_certificate().subject_public_key_info();
-    if spki.algorithm.oid != RSA_ENCRYPTION {
-        return Err(CmsError::Certificate(format!(
-            "the certificate's key is not RSA ({})",
-            spki.algorithm.oid
-        )));
-    }
-    let der = spki
-        .to_der()
-        .map_err(|e| CmsError::Certificate(e.to_string()))?;
-    RsaPublicKey::from_public_key_der(&der)
-        .map_err(|e| CmsError::Certificate(format!("bad RSA public key ({e})")))
-}
-
 /// The public key of a certificate, as a signature verifier.
 pub(crate) enum PublicKey {
     Rsa(RsaPublicKey),
