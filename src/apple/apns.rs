@@ -326,6 +326,16 @@ pub struct PushTarget {
     pub push_magic: PushMagic,
 }
 
+impl PushTarget {
+    /// From what a TokenUpdate stored: the token as hex and the PushMagic string.
+    pub fn from_parts(token_hex: &str, push_magic: &str) -> Result<PushTarget, TokenError> {
+        Ok(PushTarget {
+            token: DeviceToken::parse_hex(token_hex)?,
+            push_magic: PushMagic::parse(push_magic)?,
+        })
+    }
+}
+
 /// How the client reaches APNs.
 #[derive(Clone, Debug)]
 pub struct ApnsSettings {
