@@ -1,0 +1,4 @@
+//! Automated Device Enrollment: server tokens, enrollment profiles, the device inventory, the sync
+//! worker and profile assignment.
+
+pub mod token;
