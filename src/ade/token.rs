@@ -55,8 +55,8 @@ pub trait TokenStore: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     fn token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
     /// The keypairs of `owner` (empty when there are none).
-    fn keys(&self, owner: KeyOwner) -> Result<TokenKeys, StoreError>;
-    fn put_keys(&self, owner: KeyOwner, keys: &TokenKeys) -> Result<(), StoreError>;
+    fn token_keys(&self, owner: KeyOwner) -> Result<TokenKeys, StoreError>;
+    fn put_token_keys(&self, owner: KeyOwner, keys: &TokenKeys) -> Result<(), StoreError>;
     /// Writes a token and its keys atomically, and empties the new-token slot if asked.
     fn save_token(
         &self,
@@ -239,7 +239,7 @@ impl TokenService {
         if let KeyOwner::Token(id) = owner {
             self.record(id)?;
         }
-        let mut keys = self.store.keys(owner)?;
+        let mut keys = self.store.token_keys(owner)?;
         if let Some(staged) = &keys.staged {
             return Ok(staged.cert_pem.clone());
         }
@@ -259,7 +259,7 @@ impl TokenService {
             created_at: now,
         };
         keys.staged = Some(stored);
-        self.store.put_keys(owner, &keys)?;
+        self.store.put_token_keys(owner, &keys)?;
         self.store.flush().await?;
         tracing::info!(owner = ?owner, "token keypair staged");
         Ok(pair.cert_pem().to_string())
@@ -273,13 +273,13 @@ impl TokenService {
         pair: &TokenKeypair,
     ) -> Result<(), TokenError> {
         let _guard = self.write.lock().await;
-        let mut keys = self.store.keys(owner)?;
+        let mut keys = self.store.token_keys(owner)?;
         keys.staged = Some(StoredKeypair {
             key: self.secret.seal(&pair.key_pkcs1_der()?)?,
             cert_pem: pair.cert_pem().to_string(),
             created_at: self.clock.now(),
         });
-        self.store.put_keys(owner, &keys)?;
+        self.store.put_token_keys(owner, &keys)?;
         self.store.flush().await?;
         Ok(())
     }
@@ -337,7 +337,7 @@ impl TokenService {
         let _guard = self.write.lock().await;
         let current = self.record(id)?;
         let apple_id = AppleId::parse(&upload.apple_id).map_err(TokenError::AppleId)?;
-        let keys = self.store.keys(KeyOwner::Token(id))?;
+        let keys = self.store.token_keys(KeyOwner::Token(id))?;
         let mut candidates = Vec::new();
         if let Some(k) = &keys.current {
             candidates.push((KeySource::TokenCurrent(id), k.clone()));
@@ -409,13 +409,13 @@ impl TokenService {
         self.refresh_metrics_from(&records);
         records
             .iter()
-            .map(|r| Ok(self.view(r, &self.store.keys(KeyOwner::Token(r.id))?)))
+            .map(|r| Ok(self.view(r, &self.store.token_keys(KeyOwner::Token(r.id))?)))
             .collect()
     }
 
     pub fn get(&self, id: TokenId) -> Result<TokenView, TokenError> {
         let record = self.record(id)?;
-        Ok(self.view(&record, &self.store.keys(KeyOwner::Token(id))?))
+        Ok(self.view(&record, &self.store.token_keys(KeyOwner::Token(id))?))
     }
 
     /// The stored record (for the sync worker's fields). No secrets in clear.
@@ -489,12 +489,12 @@ impl TokenService {
     async fn check_new(&self, upload: &Upload) -> Result<Checked, TokenError> {
         let apple_id = AppleId::parse(&upload.apple_id).map_err(TokenError::AppleId)?;
         let mut candidates = Vec::new();
-        if let Some(k) = self.store.keys(KeyOwner::NewToken)?.staged {
+        if let Some(k) = self.store.token_keys(KeyOwner::NewToken)?.staged {
             candidates.push((KeySource::NewSlot, k));
         }
         let existing = self.store.tokens()?;
         for t in &existing {
-            if let Some(k) = self.store.keys(KeyOwner::Token(t.id))?.current {
+            if let Some(k) = self.store.token_keys(KeyOwner::Token(t.id))?.current {
                 candidates.push((KeySource::TokenCurrent(t.id), k));
             }
         }

@@ -8,9 +8,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rsa::RsaPrivateKey;
+use rsa::PrivateKey as RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::traits::PublicKeyParts;
+use der::referenced::OwnedToRef;
 use time::{Duration, OffsetDateTime};
 use x509_cert::Certificate;
 use x509_cert::name::Name;
@@ -74,7 +75,7 @@ impl TokenKeypair {
     pub fn from_pem(key: &[u8], cert: &[u8]) -> Result<Self, KeypairError> {
         let key = load_rsa_private_key(key)?;
         let cert = load_certificate(cert)?;
-        let public = rsa::RsaPublicKey::try_from(
+        let public = rsa::PublicKey::try_from(
             cert.tbs_certificate()
                 .subject_public_key_info()
                 .owned_to_ref(),
@@ -196,7 +197,9 @@ mod tests {
             pair.certificate().tbs_certificate().subject().to_string(),
             "CN=depserver"
         );
-        let other = TokenKeypair::generate(OffsetDateTime::UNIX_EPOCH).unwrap();
+        let other =
+            TokenKeypair::generate(OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap())
+                .unwrap();
         assert!(matches!(
             TokenKeypair::from_pem(&key, other.cert_pem().as_bytes()),
             Err(KeypairError::Mismatch)

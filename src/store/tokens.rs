@@ -21,11 +21,11 @@ impl TokenStore for Store {
         self.get(TOKENS, &id.key())
     }
 
-    fn keys(&self, owner: KeyOwner) -> Result<TokenKeys, StoreError> {
+    fn token_keys(&self, owner: KeyOwner) -> Result<TokenKeys, StoreError> {
         Ok(self.get(TOKEN_KEYS, &owner.key())?.unwrap_or_default())
     }
 
-    fn put_keys(&self, owner: KeyOwner, keys: &TokenKeys) -> Result<(), StoreError> {
+    fn put_token_keys(&self, owner: KeyOwner, keys: &TokenKeys) -> Result<(), StoreError> {
         self.put(TOKEN_KEYS, &owner.key(), keys)
     }
 
@@ -103,13 +103,13 @@ mod tests {
             cert_pem: "cert".into(),
             created_at: OffsetDateTime::UNIX_EPOCH,
         };
-        assert_eq!(store.keys(KeyOwner::NewToken).unwrap(), TokenKeys::default());
+        assert_eq!(store.token_keys(KeyOwner::NewToken).unwrap(), TokenKeys::default());
         let staged = TokenKeys {
             current: None,
             staged: Some(pair.clone()),
         };
-        store.put_keys(KeyOwner::NewToken, &staged).unwrap();
-        assert_eq!(store.keys(KeyOwner::NewToken).unwrap(), staged);
+        store.put_token_keys(KeyOwner::NewToken, &staged).unwrap();
+        assert_eq!(store.token_keys(KeyOwner::NewToken).unwrap(), staged);
 
         let first = record(&store, &secret);
         let current = TokenKeys {
@@ -117,8 +117,8 @@ mod tests {
             staged: None,
         };
         store.save_token(&first, &current, true).unwrap();
-        assert_eq!(store.keys(KeyOwner::NewToken).unwrap(), TokenKeys::default());
-        assert_eq!(store.keys(KeyOwner::Token(first.id)).unwrap(), current);
+        assert_eq!(store.token_keys(KeyOwner::NewToken).unwrap(), TokenKeys::default());
+        assert_eq!(store.token_keys(KeyOwner::Token(first.id)).unwrap(), current);
         let second = record(&store, &secret);
         assert!(second.id > first.id);
         store.save_token(&second, &current, false).unwrap();

@@ -67,7 +67,7 @@ pub fn run(args: &InspectArgs, now: OffsetDateTime) -> Result<Inspection, Inspec
 
 /// Opens `file` with `key` and describes the token inside.
 pub fn inspect(
-    key: &rsa::RsaPrivateKey,
+    key: &rsa::PrivateKey,
     file: &[u8],
     now: OffsetDateTime,
 ) -> Result<Inspection, TokenError> {

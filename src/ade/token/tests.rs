@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::apple::dep::{Account, DepError, ServerToken};
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::pki::cms::{Cipher, encrypt_enveloped, smime_wrap};
 use crate::store::Store;
 
@@ -187,7 +187,7 @@ async fn public_key_is_staged_and_offered_again_until_a_token_uses_it() {
     assert!(first.starts_with("-----BEGIN CERTIFICATE-----"));
     let again = env.service.public_key(KeyOwner::NewToken).await.unwrap();
     assert_eq!(first, again, "the staged key is offered again");
-    let keys = env.store.keys(KeyOwner::NewToken).unwrap();
+    let keys = env.store.token_keys(KeyOwner::NewToken).unwrap();
     assert!(keys.current.is_none() && keys.staged.is_some());
     assert!(env.store.tokens().unwrap().is_empty());
 
@@ -197,10 +197,10 @@ async fn public_key_is_staged_and_offered_again_until_a_token_uses_it() {
     let view = env.service.add(&upload(p7m(&t, &first))).await.unwrap();
     let id = view.id.unwrap();
     assert_eq!(
-        env.store.keys(KeyOwner::NewToken).unwrap(),
+        env.store.token_keys(KeyOwner::NewToken).unwrap(),
         TokenKeys::default()
     );
-    let keys = env.store.keys(KeyOwner::Token(id)).unwrap();
+    let keys = env.store.token_keys(KeyOwner::Token(id)).unwrap();
     assert_eq!(keys.current.unwrap().cert_pem, first);
     assert!(keys.staged.is_none());
 
@@ -214,7 +214,7 @@ async fn public_key_is_staged_and_offered_again_until_a_token_uses_it() {
     );
     assert!(
         env.store
-            .keys(KeyOwner::Token(id))
+            .token_keys(KeyOwner::Token(id))
             .unwrap()
             .staged
             .is_none()
@@ -227,7 +227,7 @@ async fn public_key_is_staged_and_offered_again_until_a_token_uses_it() {
         env.service.public_key(KeyOwner::Token(id)).await.unwrap(),
         renewal_key
     );
-    let keys = env.store.keys(KeyOwner::Token(id)).unwrap();
+    let keys = env.store.token_keys(KeyOwner::Token(id)).unwrap();
     assert_eq!(keys.current.unwrap().cert_pem, first);
     assert_eq!(keys.staged.unwrap().cert_pem, renewal_key);
 }
@@ -273,11 +273,11 @@ async fn every_vector_decrypts_with_the_staged_vector_key_and_is_kept() {
         }
         assert!(!shown.contains("PRIVATE KEY"));
         assert_eq!(
-            env.store.keys(KeyOwner::NewToken).unwrap(),
+            env.store.token_keys(KeyOwner::NewToken).unwrap(),
             TokenKeys::default()
         );
         assert_eq!(
-            env.store.keys(KeyOwner::Token(id)).unwrap().current.unwrap().cert_pem,
+            env.store.token_keys(KeyOwner::Token(id)).unwrap().current.unwrap().cert_pem,
             vector_keypair().cert_pem()
         );
         assert_eq!(env.metric("ok"), 1.0);
@@ -435,7 +435,7 @@ async fn renewal_updates_the_same_token_and_may_bring_a_new_key() {
         .renew(id, &upload(p7m(&again, staged.cert_pem())), Replace::No)
         .await
         .unwrap();
-    let keys = env.store.keys(KeyOwner::Token(id)).unwrap();
+    let keys = env.store.token_keys(KeyOwner::Token(id)).unwrap();
     assert_eq!(keys.current.unwrap().cert_pem, staged.cert_pem());
     assert!(keys.staged.is_none());
 
@@ -601,7 +601,7 @@ async fn several_tokens_coexist_and_a_known_server_is_not_added_twice() {
     assert_eq!(names, ["Orchard ASM", "Office", "Library"]);
     assert_eq!(
         env.store
-            .keys(KeyOwner::Token(shared.id.unwrap()))
+            .token_keys(KeyOwner::Token(shared.id.unwrap()))
             .unwrap()
             .current
             .unwrap()
@@ -645,12 +645,12 @@ async fn states_follow_time_and_terms_and_feed_the_metric() {
     env.service.refresh_metrics().unwrap();
     assert_eq!(env.service.get(id).unwrap().state, TokenState::Expired);
     assert_eq!((env.metric("expired"), env.metric("expiring")), (1.0, 0.0));
-    let err = env.service.client(id).unwrap_err();
+    let err = env.service.client(id).err().unwrap();
     assert!(matches!(err, TokenError::Expired { .. }), "{err:?}");
     assert!(err.to_string().contains("1 Jan 2035"), "{err}");
     assert!(matches!(
-        env.service.client(TokenId(12345)),
-        Err(TokenError::NotFound(_))
+        env.service.client(TokenId(12345)).err(),
+        Some(TokenError::NotFound(_))
     ));
     assert!(matches!(
         env.service.set_terms(TokenId(12345), true).await,
