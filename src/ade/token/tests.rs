@@ -657,3 +657,71 @@ async fn states_follow_time_and_terms_and_feed_the_metric() {
         Err(TokenError::NotFound(_))
     ));
 }
+
+/// The production path: the real DEP client asks the DEP simulator's `/account`.
+#[tokio::test]
+async fn upload_asks_apple_through_the_dep_client() {
+    use crate::sim::dep::{DepSim, SimOptions};
+    let clock = ManualClock::new(datetime!(2026-11-27 12:00 UTC));
+    let sim = DepSim::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        clock.clone(),
+        SimOptions {
+            token: Some(vector_token()),
+            ..SimOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let store = Store::memory();
+    let service = TokenService::new(
+        Arc::new(store.clone()),
+        Arc::new(SecretKey::ephemeral()),
+        clock.clone(),
+        ClientOptions {
+            base_url: sim.base_url.clone(),
+            ..ClientOptions::default()
+        },
+        Metrics::new(),
+    );
+    service
+        .import_keypair(KeyOwner::NewToken, &vector_keypair())
+        .await
+        .unwrap();
+    let view = service
+        .add(&upload(synthetic("token_des3_ber_smime.p7m")))
+        .await
+        .unwrap();
+    assert_eq!(view.org_name, "Example Primary School");
+    assert_eq!(view.server_name, "Orchard Simulated MDM");
+    assert_eq!(view.portal, "Apple School Manager");
+    // The sync worker's client works with the stored secrets.
+    let client = service.client(view.id.unwrap()).ok().unwrap();
+    assert_eq!(
+        client.account().await.unwrap().server_uuid,
+        "5E1A7F00D0C5411B9E5E5A1B0C0FFEE1"
+    );
+
+    // A token Apple does not know (revoked) is refused and nothing is kept.
+    let other = TokenService::new(
+        Arc::new(Store::memory()),
+        Arc::new(SecretKey::ephemeral()),
+        clock.clone(),
+        ClientOptions {
+            base_url: sim.base_url.clone(),
+            ..ClientOptions::default()
+        },
+        Metrics::new(),
+    );
+    other
+        .import_keypair(KeyOwner::NewToken, &vector_keypair())
+        .await
+        .unwrap();
+    let stranger = token("CK_unknown", datetime!(2027-06-01 00:00 UTC));
+    let err = other
+        .add(&upload(p7m(&stranger, vector_keypair().cert_pem())))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Apple(_)), "{err:?}");
+    assert!(other.list().unwrap().is_empty());
+}
