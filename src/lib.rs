@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`ade`]: Automated Device Enrollment: server tokens (`ade::token`).
 //! - [`apple`]: Apple's services: the DEP API client (`apple::dep`), the APNs push client
 //!   (`apple::apns`) and the MDM push certificate (`apple::push_cert`).
 //! - [`clock`]: time as a dependency, so every duration rule is tested without waiting.
@@ -14,6 +15,7 @@
 //! - [`store`]: sled (or memory) behind one typed API; every record Orchard keeps.
 //! - [`web`]: the admin UI framework, accounts, sessions, CSRF, audit log, API keys, error pages.
 
+pub mod ade;
 pub mod apple;
 pub mod clock;
 pub mod config;

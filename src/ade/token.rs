@@ -201,7 +201,11 @@ impl TokenService {
         dep: ClientOptions,
         metrics: Metrics,
     ) -> Self {
-        let accounts = Arc::new(DepAccounts::new(dep.clone(), metrics.clone(), clock.clone()));
+        let accounts = Arc::new(DepAccounts::new(
+            dep.clone(),
+            metrics.clone(),
+            clock.clone(),
+        ));
         Self::with_accounts(store, secret, clock, dep, metrics, accounts)
     }
 

@@ -8,10 +8,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use der::referenced::OwnedToRef;
 use rsa::PrivateKey as RsaPrivateKey;
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
 use rsa::traits::PublicKeyParts;
-use der::referenced::OwnedToRef;
 use time::{Duration, OffsetDateTime};
 use x509_cert::Certificate;
 use x509_cert::name::Name;
@@ -179,10 +179,15 @@ mod tests {
         assert_eq!(pair.key.size() * 8, KEY_BITS);
         assert!(pair.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
         // It reads back, belongs together, and its Debug hides the key.
-        let again =
-            TokenKeypair::from_pem(pair.key_pem().unwrap().as_bytes(), pair.cert_pem().as_bytes())
-                .unwrap();
-        assert_eq!(again.key_pkcs1_der().unwrap(), pair.key_pkcs1_der().unwrap());
+        let again = TokenKeypair::from_pem(
+            pair.key_pem().unwrap().as_bytes(),
+            pair.cert_pem().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            again.key_pkcs1_der().unwrap(),
+            pair.key_pkcs1_der().unwrap()
+        );
         let stored =
             TokenKeypair::from_parts(&pair.key_pkcs1_der().unwrap(), pair.cert_pem()).unwrap();
         assert_eq!(stored.key, pair.key);

@@ -10,6 +10,7 @@
 
 mod backend;
 pub mod push_cert;
+mod tokens;
 mod web;
 
 use std::path::Path;

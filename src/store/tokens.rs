@@ -103,7 +103,10 @@ mod tests {
             cert_pem: "cert".into(),
             created_at: OffsetDateTime::UNIX_EPOCH,
         };
-        assert_eq!(store.token_keys(KeyOwner::NewToken).unwrap(), TokenKeys::default());
+        assert_eq!(
+            store.token_keys(KeyOwner::NewToken).unwrap(),
+            TokenKeys::default()
+        );
         let staged = TokenKeys {
             current: None,
             staged: Some(pair.clone()),
@@ -117,8 +120,14 @@ mod tests {
             staged: None,
         };
         store.save_token(&first, &current, true).unwrap();
-        assert_eq!(store.token_keys(KeyOwner::NewToken).unwrap(), TokenKeys::default());
-        assert_eq!(store.token_keys(KeyOwner::Token(first.id)).unwrap(), current);
+        assert_eq!(
+            store.token_keys(KeyOwner::NewToken).unwrap(),
+            TokenKeys::default()
+        );
+        assert_eq!(
+            store.token_keys(KeyOwner::Token(first.id)).unwrap(),
+            current
+        );
         let second = record(&store, &secret);
         assert!(second.id > first.id);
         store.save_token(&second, &current, false).unwrap();

@@ -147,7 +147,9 @@ pub struct AccountInfo {
 pub enum Terms {
     Accepted,
     /// Apple answered `T_C_NOT_SIGNED` at this time.
-    NotSigned { since: OffsetDateTime },
+    NotSigned {
+        since: OffsetDateTime,
+    },
 }
 
 /// The state shown on the Tokens page and counted in `orchard_dep_tokens{state}`.
@@ -264,7 +266,10 @@ mod tests {
 
     #[test]
     fn apple_ids_are_e_mail_shaped() {
-        for ok in ["admin@school.example", " it.admin+asm@appleid.school.org.uk "] {
+        for ok in [
+            "admin@school.example",
+            " it.admin+asm@appleid.school.org.uk ",
+        ] {
             assert!(AppleId::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(AppleId::parse("  "), Err(AppleIdError::Missing));
@@ -296,9 +301,6 @@ mod tests {
             Portal::from_org_type(Some("org")).label(),
             "Apple Business Manager"
         );
-        assert_eq!(
-            Portal::from_org_type(None),
-            Portal::Other(String::new())
-        );
+        assert_eq!(Portal::from_org_type(None), Portal::Other(String::new()));
     }
 }

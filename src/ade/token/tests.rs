@@ -242,7 +242,10 @@ async fn every_vector_decrypts_with_the_staged_vector_key_and_is_kept() {
             .unwrap();
         let preview = env.service.preview(&upload(synthetic(name))).await.unwrap();
         assert_eq!(preview.id, None, "{name}");
-        assert!(env.store.tokens().unwrap().is_empty(), "preview keeps nothing");
+        assert!(
+            env.store.tokens().unwrap().is_empty(),
+            "preview keeps nothing"
+        );
 
         let view = env.service.add(&upload(synthetic(name))).await.unwrap();
         assert_eq!(view.server_name, "Orchard ASM", "{name}");
@@ -277,7 +280,12 @@ async fn every_vector_decrypts_with_the_staged_vector_key_and_is_kept() {
             TokenKeys::default()
         );
         assert_eq!(
-            env.store.token_keys(KeyOwner::Token(id)).unwrap().current.unwrap().cert_pem,
+            env.store
+                .token_keys(KeyOwner::Token(id))
+                .unwrap()
+                .current
+                .unwrap()
+                .cert_pem,
             vector_keypair().cert_pem()
         );
         assert_eq!(env.metric("ok"), 1.0);
@@ -332,36 +340,26 @@ async fn bad_uploads_are_refused_with_their_reason_and_change_nothing() {
         ("no file", upload(Vec::new()), |e| {
             matches!(e, TokenError::NoFile)
         }),
-        (
-            "oversized",
-            upload(vec![b'A'; MAX_UPLOAD + 1]),
-            |e| matches!(e, TokenError::TooLarge { .. }),
-        ),
+        ("oversized", upload(vec![b'A'; MAX_UPLOAD + 1]), |e| {
+            matches!(e, TokenError::TooLarge { .. })
+        }),
         (
             "the PEM certificate",
             upload(synthetic("dep_cert.pem")),
             |e| matches!(e, TokenError::Certificate),
         ),
-        (
-            "the private key",
-            upload(synthetic("dep_key.pem")),
-            |e| matches!(e, TokenError::NotAToken { .. }),
-        ),
-        (
-            "a JSON file",
-            upload(synthetic("token.json")),
-            |e| matches!(e, TokenError::NotAToken { .. }),
-        ),
-        (
-            "truncated",
-            upload(good[..good.len() / 2].to_vec()),
-            |e| matches!(e, TokenError::Damaged { .. }),
-        ),
-        (
-            "corrupted",
-            upload(corrupted.into_bytes()),
-            |e| matches!(e, TokenError::Damaged { .. }),
-        ),
+        ("the private key", upload(synthetic("dep_key.pem")), |e| {
+            matches!(e, TokenError::NotAToken { .. })
+        }),
+        ("a JSON file", upload(synthetic("token.json")), |e| {
+            matches!(e, TokenError::NotAToken { .. })
+        }),
+        ("truncated", upload(good[..good.len() / 2].to_vec()), |e| {
+            matches!(e, TokenError::Damaged { .. })
+        }),
+        ("corrupted", upload(corrupted.into_bytes()), |e| {
+            matches!(e, TokenError::Damaged { .. })
+        }),
         (
             "for another key",
             upload(p7m(&vector_token(), other_key.cert_pem())),
@@ -443,7 +441,11 @@ async fn renewal_updates_the_same_token_and_may_bring_a_new_key() {
     let before = dump(&env.store);
     let err = env
         .service
-        .renew(id, &upload(p7m(&again, vector_keypair().cert_pem())), Replace::No)
+        .renew(
+            id,
+            &upload(p7m(&again, vector_keypair().cert_pem())),
+            Replace::No,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, TokenError::WrongKey), "{err:?}");
@@ -486,7 +488,8 @@ async fn a_token_of_another_server_is_refused_unless_the_replacement_is_confirme
         })
         .unwrap();
     let other = token("CK_other_server", datetime!(2027-06-01 00:00 UTC));
-    env.apple.server("CK_other_server", "Office Macs", "BBBB", "org");
+    env.apple
+        .server("CK_other_server", "Office Macs", "BBBB", "org");
     let file = p7m(&other, vector_keypair().cert_pem());
 
     let before = dump(&env.store);
@@ -517,13 +520,12 @@ async fn a_token_of_another_server_is_refused_unless_the_replacement_is_confirme
     assert_eq!(dump(&env.store), before, "refusals change nothing");
 
     // Same consumer key but Apple says another server: refused too.
-    let same_key = token(&vector_token().consumer_key, datetime!(2036-01-01 00:00 UTC));
-    env.apple.server(
+    let same_key = token(
         &vector_token().consumer_key,
-        "Renamed",
-        "CCCC",
-        "edu",
+        datetime!(2036-01-01 00:00 UTC),
     );
+    env.apple
+        .server(&vector_token().consumer_key, "Renamed", "CCCC", "edu");
     let err = env
         .service
         .renew(
@@ -635,7 +637,10 @@ async fn states_follow_time_and_terms_and_feed_the_metric() {
     assert_eq!((env.metric("expiring"), env.metric("ok")), (1.0, 0.0));
 
     env.service.set_terms(id, false).await.unwrap();
-    assert_eq!(env.service.get(id).unwrap().state, TokenState::TermsNotSigned);
+    assert_eq!(
+        env.service.get(id).unwrap().state,
+        TokenState::TermsNotSigned
+    );
     assert!(!env.service.get(id).unwrap().terms_accepted);
     assert_eq!(env.metric("terms_not_signed"), 1.0);
     env.service.set_terms(id, true).await.unwrap();
