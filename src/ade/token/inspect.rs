@@ -10,7 +10,30 @@ use crate::pki::cms;
 
 use super::{TokenError, parse_plaintext, unwrap_file};
 
-/// The command's arguments.
+/// `orchard token ...`
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Print what a downloaded server token holds, as JSON with the secrets masked.
+    Inspect(InspectArgs),
+}
+
+/// Runs `orchard token ...` and gives the text to print.
+pub fn run_cli(args: &TokenArgs, now: OffsetDateTime) -> Result<String, InspectError> {
+    match &args.command {
+        TokenCommand::Inspect(inspect) => {
+            let out = run(inspect, now)?;
+            serde_json::to_string_pretty(&out).map_err(|e| InspectError::Output(e.to_string()))
+        }
+    }
+}
+
+/// `orchard token inspect` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InspectArgs {
     /// The private key the token was encrypted for (PEM, PKCS#1 or PKCS#8).
@@ -48,6 +71,8 @@ pub enum InspectError {
     Key { path: String, reason: String },
     #[error("{path}: {source}")]
     Token { path: String, source: TokenError },
+    #[error("cannot write the answer: {0}")]
+    Output(String),
 }
 
 /// Reads both files and opens the token.
@@ -147,8 +172,14 @@ mod tests {
             assert!(out.consumer_key.starts_with("CK_48dd68d1"), "{name}");
             assert_eq!(out.access_token_expiry, datetime!(2035-01-01 00:00 UTC));
             assert!(!out.expired);
-            let json = serde_json::to_string(&out).unwrap();
-            assert!(json.contains("\"access_token_expiry\":\"2035-01-01T00:00:00Z\""));
+            let json = run_cli(
+                &TokenArgs {
+                    command: TokenCommand::Inspect(args(synthetic("dep_key.pem"), synthetic(name))),
+                },
+                now,
+            )
+            .unwrap();
+            assert!(json.contains("\"access_token_expiry\": \"2035-01-01T00:00:00Z\""), "{json}");
             for secret in ["CS_34c7b2b5", "AT_92769683", "AS_c31afd7a"] {
                 assert!(!json.contains(secret), "{name} shows {secret}");
             }
