@@ -179,7 +179,10 @@ mod tests {
                 now,
             )
             .unwrap();
-            assert!(json.contains("\"access_token_expiry\": \"2035-01-01T00:00:00Z\""), "{json}");
+            assert!(
+                json.contains("\"access_token_expiry\": \"2035-01-01T00:00:00Z\""),
+                "{json}"
+            );
             for secret in ["CS_34c7b2b5", "AT_92769683", "AS_c31afd7a"] {
                 assert!(!json.contains(secret), "{name} shows {secret}");
             }

@@ -320,7 +320,8 @@ async fn bad_uploads_are_refused_with_their_reason_and_change_nothing() {
         datetime!(2026-11-01 00:00 UTC),
     );
 
-    let cases: Vec<(&str, Upload, fn(&TokenError) -> bool)> = vec![
+    type Case = (&'static str, Upload, fn(&TokenError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             "missing Apple ID",
             Upload {
