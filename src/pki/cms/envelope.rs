@@ -85,6 +85,34 @@ pub(crate) fn open_enveloped(
             ec_open(kari, key, cert)?
         }
     };
+    decrypt_content(&env, &content_key)
+}
+
+/// Like [`decrypt_enveloped`] for a caller that holds only the RSA private key, not the
+/// certificate (`orchard token inspect --key`): tries every RSA key-transport recipient.
+pub fn decrypt_enveloped_with_key(bytes: &[u8], key: &RsaPrivateKey) -> Result<Vec<u8>, CmsError> {
+    let env = parse_enveloped(bytes)?;
+    let mut last = CmsError::NotForUs;
+    for ri in env.recip_infos.0.iter() {
+        let RecipientInfo::Ktri(ktri) = ri else {
+            continue;
+        };
+        if ktri.key_enc_alg.oid != RSA_ENCRYPTION {
+            continue;
+        }
+        match key.pkcs1v15_decrypt(ktri.enc_key.as_bytes()) {
+            Ok(content_key) => match decrypt_content(&env, &content_key) {
+                Ok((plain, _)) => return Ok(plain),
+                Err(e) => last = e,
+            },
+            Err(_) => last = CmsError::KeyUnwrap,
+        }
+    }
+    Err(last)
+}
+
+/// Decrypts the content of `env` with the unwrapped content-encryption key.
+fn decrypt_content(env: &EnvelopedData, content_key: &[u8]) -> Result<(Vec<u8>, Cipher), CmsError> {
     let eci = &env.encrypted_content;
     let cipher = Cipher::from_oid(&eci.content_enc_alg.oid)?;
     let iv = eci
@@ -94,7 +122,7 @@ pub(crate) fn open_enveloped(
         .ok_or_else(|| CmsError::Malformed("the cipher has no IV".into()))?
         .decode_as_encoding::<OctetString>(EncodingRules::Ber)?;
     let ciphertext = eci.encrypted_content.as_ref().ok_or(CmsError::NoContent)?;
-    let plain = cipher.decrypt(&content_key, iv.as_bytes(), ciphertext.as_bytes())?;
+    let plain = cipher.decrypt(content_key, iv.as_bytes(), ciphertext.as_bytes())?;
     Ok((plain, cipher))
 }
 

@@ -47,7 +47,7 @@ pub(crate) use certs::spki_of;
 pub use certs::{CertKind, CertSpec, issue_certificate, self_signed_certificate};
 pub use chain::{CheckTime, verify_chain};
 pub(crate) use envelope::{RecipientKey, open_enveloped};
-pub use envelope::{decrypt_enveloped, encrypt_enveloped};
+pub use envelope::{decrypt_enveloped, decrypt_enveloped_with_key, encrypt_enveloped};
 pub use error::CmsError;
 pub(crate) use keys::public_key_of;
 pub use keys::{
