@@ -609,15 +609,23 @@ mod tests {
         Name::from_str("CN=device-1,O=Orchard").expect("name")
     }
 
-    #[test]
-    fn round_trip_every_digest_and_cipher_with_rsa_clients() {
+    /// A PKCSReq with the subject and time every test uses.
+    fn request(
+        key: &SignerKey,
+        ca: &CaIdentity,
+        challenge: &str,
+        cipher: Cipher,
+        digest: DigestAlg,
+    ) -> ClientRequest {
+        build_pkcs_req(key, &subject(), challenge, &ca.cert, cipher, digest, now()).expect("build")
+    }
+
+    /// Request, parse, issue, answer, read the answer: for every digest and cipher.
+    fn round_trip_every_mix(key: &SignerKey) {
         let ca = new_ca();
-        let key = rsa_key();
         for digest in [DigestAlg::Sha1, DigestAlg::Sha256] {
             for cipher in Cipher::ALL {
-                let req =
-                    build_pkcs_req(&key, &subject(), "s3cret", &ca.cert, cipher, digest, now())
-                        .expect("build");
+                let req = request(key, &ca, "s3cret", cipher, digest);
                 let parsed = parse_pki_operation(&req.message, &ca).expect("parse");
                 assert_eq!(parsed.message_type, MessageType::PkcsReq);
                 assert_eq!(parsed.challenge.as_deref(), Some("s3cret"));
@@ -634,8 +642,12 @@ mod tests {
                     now() + time::Duration::days(365),
                 )
                 .expect("issue");
+                assert_eq!(
+                    issued.tbs_certificate().subject_public_key_info(),
+                    &spki_of(key).expect("spki")
+                );
                 let rep = cert_rep_success(&parsed, &issued, &ca).expect("reply");
-                let outcome = parse_cert_rep(&rep, &req, &key, &ca.cert).expect("read reply");
+                let outcome = parse_cert_rep(&rep, &req, key, &ca.cert).expect("read reply");
                 assert_eq!(outcome, CertRepOutcome::Issued(Box::new(issued.clone())));
                 verify_chain(
                     &issued,
@@ -649,51 +661,21 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_every_digest_and_cipher_with_rsa_clients() {
+        round_trip_every_mix(&rsa_key());
+    }
+
+    #[test]
     fn round_trip_every_digest_and_cipher_with_ec_clients() {
-        let ca = new_ca();
-        let key = ec_key();
-        for digest in [DigestAlg::Sha1, DigestAlg::Sha256] {
-            for cipher in Cipher::ALL {
-                let req = build_pkcs_req(&key, &subject(), "pw", &ca.cert, cipher, digest, now())
-                    .expect("build");
-                let parsed = parse_pki_operation(&req.message, &ca).expect("parse");
-                assert_eq!(parsed.challenge.as_deref(), Some("pw"));
-                let issued = issue_device_certificate(
-                    &parsed.csr,
-                    &ca,
-                    7,
-                    now(),
-                    now() + time::Duration::days(1),
-                )
-                .expect("issue");
-                assert_eq!(
-                    issued.tbs_certificate().subject_public_key_info(),
-                    &spki_of(&key).expect("spki")
-                );
-                // The answer is enveloped by key agreement to the EC requester.
-                let rep = cert_rep_success(&parsed, &issued, &ca).expect("reply");
-                assert_eq!(
-                    parse_cert_rep(&rep, &req, &key, &ca.cert).expect("read reply"),
-                    CertRepOutcome::Issued(Box::new(issued))
-                );
-            }
-        }
+        // The answer is enveloped by key agreement to the EC requester.
+        round_trip_every_mix(&ec_key());
     }
 
     #[test]
     fn wrong_challenge_reaches_the_caller_and_failure_round_trips() {
         let ca = new_ca();
         let key = rsa_key();
-        let req = build_pkcs_req(
-            &key,
-            &subject(),
-            "wrong",
-            &ca.cert,
-            Cipher::Aes128Cbc,
-            DigestAlg::Sha256,
-            now(),
-        )
-        .expect("build");
+        let req = request(&key, &ca, "wrong", Cipher::Aes128Cbc, DigestAlg::Sha256);
         let parsed = parse_pki_operation(&req.message, &ca).expect("parse");
         assert_eq!(parsed.challenge.as_deref(), Some("wrong"));
         let rep = cert_rep_failure(&parsed.reply_to, FailInfo::BadRequest, &ca).expect("failure");
@@ -707,16 +689,7 @@ mod tests {
     fn tampered_message_is_refused_with_bad_message_check() {
         let ca = new_ca();
         let key = rsa_key();
-        let req = build_pkcs_req(
-            &key,
-            &subject(),
-            "pw",
-            &ca.cert,
-            Cipher::Des3Cbc,
-            DigestAlg::Sha256,
-            now(),
-        )
-        .expect("build");
+        let req = request(&key, &ca, "pw", Cipher::Des3Cbc, DigestAlg::Sha256);
         // Flip a byte of the enveloped content (well inside the message, before the signer).
         let mut bad = req.message.clone();
         let pos = bad.len() / 3;
@@ -743,16 +716,7 @@ mod tests {
     fn a_request_for_another_ca_is_bad_message_check() {
         let ca = new_ca();
         let other = new_ca();
-        let req = build_pkcs_req(
-            &rsa_key(),
-            &subject(),
-            "pw",
-            &other.cert,
-            Cipher::Aes256Cbc,
-            DigestAlg::Sha1,
-            now(),
-        )
-        .expect("build");
+        let req = request(&rsa_key(), &other, "pw", Cipher::Aes256Cbc, DigestAlg::Sha1);
         assert!(matches!(
             parse_pki_operation(&req.message, &ca),
             Err(ScepError::Refused {
@@ -766,26 +730,8 @@ mod tests {
     fn replies_are_checked_by_the_client() {
         let ca = new_ca();
         let key = rsa_key();
-        let req = build_pkcs_req(
-            &key,
-            &subject(),
-            "pw",
-            &ca.cert,
-            Cipher::Aes128Cbc,
-            DigestAlg::Sha256,
-            now(),
-        )
-        .expect("build");
-        let other_req = build_pkcs_req(
-            &key,
-            &subject(),
-            "pw",
-            &ca.cert,
-            Cipher::Aes128Cbc,
-            DigestAlg::Sha256,
-            now(),
-        )
-        .expect("build");
+        let req = request(&key, &ca, "pw", Cipher::Aes128Cbc, DigestAlg::Sha256);
+        let other_req = request(&key, &ca, "pw", Cipher::Aes128Cbc, DigestAlg::Sha256);
         let parsed = parse_pki_operation(&other_req.message, &ca).expect("parse");
         let rep = cert_rep_failure(&parsed.reply_to, FailInfo::BadTime, &ca).expect("rep");
         // Answer to another request (other nonce).
@@ -804,16 +750,7 @@ mod tests {
     #[test]
     fn garbage_truncation_and_caps() {
         let ca = new_ca();
-        let req = build_pkcs_req(
-            &rsa_key(),
-            &subject(),
-            "pw",
-            &ca.cert,
-            Cipher::Aes128Cbc,
-            DigestAlg::Sha256,
-            now(),
-        )
-        .expect("build");
+        let req = request(&rsa_key(), &ca, "pw", Cipher::Aes128Cbc, DigestAlg::Sha256);
         for cut in (0..req.message.len()).step_by(7) {
             assert!(parse_pki_operation(&req.message[..cut], &ca).is_err());
         }
