@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::pki::ca::{self, CaError, LocalCa};
 use crate::pki::secret::{SecretError, SecretKey};
 use crate::store::{Store, StoreError};
-use crate::web::{App, MissingPart, ops, routes::Site, setup};
+use crate::web::{App, MissingPart, ops, routes::Site, session, setup};
 
 /// How long in-flight requests may take to finish after a shutdown is asked for.
 const GRACE: Duration = Duration::from_secs(20);
@@ -142,6 +142,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     ops::init_metrics(&app);
     let site = Site::build(app.clone())?;
     let setup_link = setup::issue_link(&app)?;
+    let purged = session::purge_expired(&app)?;
+    if purged > 0 {
+        tracing::info!(purged, "removed expired admin sessions");
+    }
     app.store.flush().await?;
 
     let shutdown = Shutdown::new();

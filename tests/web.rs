@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_PASSWORD, ADMIN_USER, spawn_app, spawn_in};
+use common::{ADMIN_PASSWORD, ADMIN_USER, spawn_app, spawn_in, spawn_in_trusting};
 use hyper::{Method, StatusCode};
 
 #[tokio::test]
@@ -437,4 +437,57 @@ async fn admin_commands_work_on_a_stopped_server() {
             .status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn admin_supplied_certificate_and_json_logs() {
+    // The admin's own certificate (here self-signed for 127.0.0.1) replaces Orchard's.
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let app = spawn_in_trusting(
+        &data,
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+        &[("ORCHARD_LOG_FORMAT", "json")],
+        Some(cert.pem().into_bytes()),
+    )
+    .await;
+    assert_eq!(app.client.get("/healthz").await.status, StatusCode::OK);
+    assert!(
+        app.setup_link.is_some(),
+        "the link is found in JSON logs too"
+    );
+    // Every log line is one JSON object.
+    let logs = app.logs();
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+
+    // A key that does not match is refused at start with a clear message.
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&key_path, other.serialize_pem()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orchard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .arg("--tls-cert")
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&key_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS certificate or key"), "{err}");
 }

@@ -86,10 +86,14 @@ impl WebStore for Store {
     }
 
     fn delete_sessions_of(&self, user_id: u64) -> Result<usize, StoreError> {
+        self.purge_sessions(&|s| s.user_id == user_id)
+    }
+
+    fn purge_sessions(&self, expired: &dyn Fn(&Session) -> bool) -> Result<usize, StoreError> {
         let mut batch = self.batch();
         for item in self.scan::<Session>(SESSIONS, b"") {
             let (key, session) = item?;
-            if session.user_id == user_id {
+            if expired(&session) {
                 batch.delete(SESSIONS, &key);
             }
         }

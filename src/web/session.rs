@@ -80,6 +80,14 @@ pub fn load(app: &App, token: Option<&str>) -> Result<Option<LoadedSession>, Sto
     Ok(Some(LoadedSession { key, record }))
 }
 
+/// Deletes sessions that can no longer be used (run at start; live ones expire when presented).
+pub fn purge_expired(app: &App) -> Result<usize, StoreError> {
+    let now = app.now();
+    let idle = Duration::minutes(i64::from(app.config.session_idle_minutes));
+    app.store
+        .purge_sessions(&|s| now - s.last_seen > idle || now - s.created > ABSOLUTE_LIFETIME)
+}
+
 /// Ends a session.
 pub fn destroy(app: &App, session: &LoadedSession) -> Result<(), StoreError> {
     app.store.delete_session(&session.key)
@@ -172,6 +180,18 @@ mod tests {
             let _ = load(&app, Some(&token)).unwrap();
         }
         assert!(load(&app, Some(&token)).unwrap().is_none());
+    }
+
+    #[test]
+    fn expired_sessions_are_purged_and_live_ones_kept() {
+        let (app, clock) = testing::app();
+        let u = user(&app);
+        let old = create(&app, &u).unwrap();
+        clock.advance(Duration::minutes(31));
+        let fresh = create(&app, &u).unwrap();
+        assert_eq!(purge_expired(&app).unwrap(), 1);
+        assert!(app.store.get_session(&key_of(&old)).unwrap().is_none());
+        assert!(load(&app, Some(&fresh)).unwrap().is_some());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub trait WebStore {
     fn delete_session(&self, key: &[u8]) -> Result<(), StoreError>;
     /// Ends every session of an account; returns how many.
     fn delete_sessions_of(&self, user_id: u64) -> Result<usize, StoreError>;
+    /// Deletes the sessions `expired` says are over; returns how many.
+    fn purge_sessions(&self, expired: &dyn Fn(&Session) -> bool) -> Result<usize, StoreError>;
 
     fn setup_token(&self) -> Result<Option<SetupToken>, StoreError>;
     fn put_setup_token(&self, token: &SetupToken) -> Result<(), StoreError>;

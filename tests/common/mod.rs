@@ -34,6 +34,8 @@ pub struct TestApp {
     pub base_url: String,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// The certificate(s) the clients trust (Orchard's CA unless the test gave its own).
+    pub trust_pem: Vec<u8>,
     /// The first-admin link the server logged, if any.
     pub setup_link: Option<String>,
     pub client: TestClient,
@@ -54,6 +56,17 @@ pub async fn spawn_app(args: &[&str], env: &[(&str, &str)]) -> TestApp {
 /// Starts `orchard serve` on an existing data directory (for restart tests). The caller keeps the
 /// directory alive.
 pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> TestApp {
+    spawn_in_trusting(data_dir, args, env, None).await
+}
+
+/// [`spawn_in`] for a server with an admin-supplied certificate: the client trusts `trust_pem`
+/// instead of Orchard's own CA.
+pub async fn spawn_in_trusting(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    trust_pem: Option<Vec<u8>>,
+) -> TestApp {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchard"));
     cmd.arg("serve")
         .arg("--data-dir")
@@ -98,7 +111,7 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
 
     let deadline = Instant::now() + START_TIMEOUT;
     let port = loop {
-        if let Some(port) = find_in_logs(&logs, "Orchard is serving", "addr=")
+        if let Some(port) = find_in_logs(&logs, "Orchard is serving", "addr")
             .and_then(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
         {
             break port;
@@ -116,15 +129,17 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let setup_link = find_in_logs(&logs, "No admin account exists yet", "link=");
+    let setup_link = find_in_logs(&logs, "No admin account exists yet", "link");
     let base_url = format!("https://127.0.0.1:{port}");
-    let ca_pem =
-        std::fs::read(data_dir.join("tls").join("ca.crt")).expect("the CA certificate exists");
+    let ca_pem = trust_pem.unwrap_or_else(|| {
+        std::fs::read(data_dir.join("tls").join("ca.crt")).expect("the CA certificate exists")
+    });
     let client = TestClient::new(&base_url, &ca_pem, false);
     let app = TestApp {
         base_url,
         port,
         data_dir: data_dir.to_path_buf(),
+        trust_pem: ca_pem,
         setup_link,
         client,
         child: Some(child),
@@ -149,12 +164,20 @@ pub async fn spawn_in(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &
     app
 }
 
-fn find_in_logs(logs: &Mutex<Vec<String>>, marker: &str, field: &str) -> Option<String> {
+/// The value of `key` on the first log line containing `marker`, in human (`key=value`) or JSON
+/// (`"key":"value"`) format.
+fn find_in_logs(logs: &Mutex<Vec<String>>, marker: &str, key: &str) -> Option<String> {
     let logs = logs.lock().unwrap();
     let line = logs.iter().find(|l| l.contains(marker))?;
-    let start = line.find(field)? + field.len();
+    let human = format!("{key}=");
+    let json = format!("\"{key}\":\"");
+    let (start, stop): (usize, fn(char) -> bool) = if let Some(at) = line.find(&human) {
+        (at + human.len(), char::is_whitespace)
+    } else {
+        (line.find(&json)? + json.len(), |c| c == '"')
+    };
     let rest = &line[start..];
-    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let end = rest.find(stop).unwrap_or(rest.len());
     Some(rest[..end].trim_matches('"').to_string())
 }
 
@@ -166,9 +189,7 @@ impl TestApp {
 
     /// A new client (own cookie jar) trusting this server's CA; HTTP/1.1 only when `http1`.
     pub fn new_client(&self, http1: bool) -> TestClient {
-        let ca_pem =
-            std::fs::read(self.data_dir.join("tls").join("ca.crt")).expect("CA certificate");
-        TestClient::new(&self.base_url, &ca_pem, http1)
+        TestClient::new(&self.base_url, &self.trust_pem, http1)
     }
 
     /// Creates the first admin through the setup link (or signs in if it already exists) with
