@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::apple::push_cert::{PushCertError, PushCertService};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::http::{self, Shutdown};
@@ -40,6 +41,8 @@ pub enum ServeError {
     StoreIo(#[from] StoreError),
     #[error("cannot load the data directory's secret key: {0}")]
     Secret(#[from] SecretError),
+    #[error("cannot load the push certificate: {0}")]
+    PushCert(#[from] PushCertError),
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -130,7 +133,13 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     })?;
     let public_url = config.public_url_for(addr);
 
+    let push_certs = PushCertService::new(
+        Arc::new(store.clone()),
+        Arc::new(SecretKey::load_or_create(&data_dir)?),
+        clock.clone(),
+    )?;
     let app = App::builder()
+        .push_certs(Arc::new(push_certs))
         .store(store)
         .clock(clock)
         .metrics(Metrics::new())

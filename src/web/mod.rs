@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod fmt;
 pub mod forms;
 pub mod ops;
+pub mod push_cert;
 pub mod request;
 pub mod response;
 pub mod routes;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::apple::push_cert::PushCertService;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -46,6 +48,7 @@ pub fn register_all(r: &mut Routes) {
     users::routes(r);
     audit::routes(r);
     api::routes(r);
+    push_cert::routes(r);
 }
 
 /// The application state every handler gets. Cheap to clone.
@@ -71,6 +74,8 @@ pub struct AppInner {
     pub public_url: Url,
     /// Failed sign-ins per client address (kept in memory; per-account counts are in the store).
     pub throttle: accounts::AddressThrottle,
+    /// The MDM push certificate (its page and the topic for enrollment profiles).
+    pub push_certs: Arc<PushCertService>,
 }
 
 /// A part [`AppBuilder::build`] was not given.
@@ -88,6 +93,7 @@ pub struct AppBuilder {
     secret: Option<SecretKey>,
     ca: Option<Arc<LocalCa>>,
     public_url: Option<Url>,
+    push_certs: Option<Arc<PushCertService>>,
 }
 
 impl AppBuilder {
@@ -119,6 +125,10 @@ impl AppBuilder {
         self.public_url = Some(v);
         self
     }
+    pub fn push_certs(mut self, v: Arc<PushCertService>) -> Self {
+        self.push_certs = Some(v);
+        self
+    }
 
     pub fn build(self) -> Result<App, MissingPart> {
         Ok(App(Arc::new(AppInner {
@@ -130,6 +140,9 @@ impl AppBuilder {
             ca: self.ca.ok_or(MissingPart("certificate authority"))?,
             public_url: self.public_url.ok_or(MissingPart("public URL"))?,
             throttle: accounts::AddressThrottle::default(),
+            push_certs: self
+                .push_certs
+                .ok_or(MissingPart("push certificate service"))?,
         })))
     }
 }
@@ -161,8 +174,16 @@ pub(crate) mod testing {
         let secret = SecretKey::ephemeral();
         let ca_dir = tempfile::tempdir().unwrap();
         let ca = LocalCa::load_or_create(ca_dir.path(), &secret, clock.now()).unwrap();
+        let store = Store::memory();
+        let push_certs = PushCertService::new(
+            Arc::new(store.clone()),
+            Arc::new(SecretKey::ephemeral()),
+            clock.clone(),
+        )
+        .unwrap();
         let app = App::builder()
-            .store(Store::memory())
+            .store(store)
+            .push_certs(Arc::new(push_certs))
             .clock(clock.clone())
             .metrics(Metrics::new())
             .config(Config::for_data_dir(&dir))
