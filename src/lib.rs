@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`ade`]: Automated Device Enrollment: server tokens (`ade::token`).
+//! - [`ade`]: Automated Device Enrollment: server tokens (`ade::token`), the device inventory
+//!   (`ade::inventory`) and the sync worker (`ade::sync`).
 //! - [`apple`]: Apple's services: the DEP API client (`apple::dep`), the APNs push client
 //!   (`apple::apns`) and the MDM push certificate (`apple::push_cert`).
 //! - [`clock`]: time as a dependency, so every duration rule is tested without waiting.
