@@ -2,3 +2,5 @@
 
 pub mod apns;
 pub mod dep;
+pub mod fleet;
+pub mod mac;

@@ -9,6 +9,7 @@
 //! Apple must be followed by [`Store::flush`] before the answer goes out.
 
 mod backend;
+pub mod mdm;
 pub mod push_cert;
 mod tokens;
 mod web;

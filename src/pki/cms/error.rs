@@ -20,8 +20,8 @@ pub enum CmsError {
          downloaded"
     )]
     NotSmime(String),
-    /// Base64 text (an S/MIME body, an `Mdm-Signature` header) does not decode.
-    #[error("the base64 text is not valid ({0}): the data is damaged or cut")]
+    /// The base64 body of an S/MIME message does not decode.
+    #[error("the body of the S/MIME message is not valid base64 ({0}): the file is damaged")]
     Base64(String),
     /// The ASN.1 structure does not parse: truncated, corrupted or not CMS at all.
     #[error("the CMS message is damaged or cut short ({0})")]

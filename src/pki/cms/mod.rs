@@ -8,12 +8,10 @@
 //!   (issuer and serial number, or subject key identifier), unwraps the content key with RSA
 //!   PKCS#1 v1.5 and decrypts DES-CBC, DES-EDE3-CBC or AES-128/192/256-CBC content. BER with
 //!   indefinite lengths and chunked OCTET STRINGs is accepted.
-//! - [`encrypt_enveloped`]`(content, &recipient_cert, Cipher)` gives DER: RSA recipients get key
-//!   transport, P-256 recipients key agreement (RFC 5753 ECDH, SHA-256 KDF, AES key wrap).
+//! - [`encrypt_enveloped`]`(content, &recipient_cert, Cipher)` gives DER.
 //! - [`smime_unwrap`] / [`smime_wrap`]: the S/MIME text around a `.p7m` file.
 //!
 //! Signed data (the `Mdm-Signature` header, Apple's signed MachineInfo, signed profiles):
-//! - [`verify_mdm_signature`]`(header_value, body)`: the `Mdm-Signature` header as sent.
 //! - [`verify_detached`]`(signature_der, body)` and [`verify_attached`]`(der)` check the
 //!   signature (SHA-1 or SHA-256; RSA PKCS#1 v1.5 or ECDSA P-256; with or without signed
 //!   attributes) and return the [`Verified`] signer certificate. They do **not** judge who the
@@ -23,9 +21,7 @@
 //!   trusted root by hand, SHA-1 RSA included, optionally ignoring validity dates (Apple says to
 //!   ignore them for "Apple iPhone Device CA").
 //!
-//! Keys and certificates: [`load_rsa_private_key`], [`SignerKey::load`], [`load_certificate`],
-//! [`load_certificates`], [`rsa_private_key_to_pem`], [`certificate_to_pem`];
-//! [`self_signed_certificate`] and [`issue_certificate`] make certificates from a [`CertSpec`].
+//! Keys and certificates: [`load_rsa_private_key`], [`load_certificate`], [`load_certificates`].
 //!
 //! Every function returns [`CmsError`], whose `Display` is a sentence a person can act on.
 //! Nothing here panics on input.
@@ -57,9 +53,7 @@ pub use keys::{
 pub(crate) use signed::{
     SignOptions, Unverified, attribute, attribute_value, certificates_of, certs_only, sign_with,
 };
-pub use signed::{
-    Verified, sign_attached, sign_detached, verify_attached, verify_detached, verify_mdm_signature,
-};
+pub use signed::{Verified, sign_attached, sign_detached, verify_attached, verify_detached};
 pub use smime::{smime_unwrap, smime_wrap};
 
 pub use rsa::PrivateKey as RsaPrivateKey;

@@ -43,21 +43,6 @@ pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<Verified, Cms
     Ok(msg.verified)
 }
 
-/// Checks an `Mdm-Signature` header value (base64 of a detached SignedData, line breaks
-/// tolerated) over the exact request `body`. Returns the signer; the caller then checks it
-/// chains to the SCEP CA and is the certificate bound to the device.
-pub fn verify_mdm_signature(header_value: &str, body: &[u8]) -> Result<Verified, CmsError> {
-    use base64::Engine as _;
-    let compact: String = header_value
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map_err(|e| CmsError::Base64(e.to_string()))?;
-    verify_detached(&der, body)
-}
-
 /// Checks a SignedData that carries its content (Apple's signed MachineInfo, a signed
 /// `.mobileconfig`) and returns the content and the signer.
 pub fn verify_attached(der: &[u8]) -> Result<(Vec<u8>, Verified), CmsError> {
@@ -451,29 +436,6 @@ mod tests {
                 Err(CmsError::ContentPresence(_))
             ));
         }
-    }
-
-    #[test]
-    fn mdm_signature_header_round_trip() {
-        use base64::Engine as _;
-        let (cert, key) = rsa_signer("device");
-        let body = b"<plist><dict><key>MessageType</key></dict></plist>";
-        let header = base64::engine::general_purpose::STANDARD
-            .encode(sign_detached(body, &cert, &key).expect("sign"));
-        assert_eq!(
-            verify_mdm_signature(&header, body).expect("verify").signer,
-            cert
-        );
-        let folded = format!("{}\r\n {}", &header[..40], &header[40..]);
-        assert!(verify_mdm_signature(&folded, body).is_ok());
-        assert_eq!(
-            verify_mdm_signature(&header, b"other"),
-            Err(CmsError::DigestMismatch)
-        );
-        assert!(matches!(
-            verify_mdm_signature("not base64!", body),
-            Err(CmsError::Base64(_))
-        ));
     }
 
     #[test]
