@@ -1418,3 +1418,32 @@ async fn throttling_answers_follow_the_protocol_version() {
         ]
     );
 }
+
+/// The token the simulator accepts, written as Apple's portal does, opens with the key it was
+/// encrypted for and parses back to the same token.
+#[tokio::test]
+async fn simulator_writes_a_p7m_that_decrypts() {
+    use orchard::pki::cms;
+    let env = with_devices(0).await;
+    let cert = cms::load_certificate(include_bytes!("fixtures/apple-dep/dep_cert.pem")).unwrap();
+    let key = cms::load_rsa_private_key(include_bytes!("fixtures/apple-dep/dep_key.pem")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = orchard::sim::dep::write_token(
+        &env.sim.token,
+        &cert,
+        dir.path(),
+        "Orchard Simulated MDM",
+        start_time(),
+    )
+    .unwrap();
+    assert_eq!(
+        path.file_name().unwrap().to_str().unwrap(),
+        "Orchard_Simulated_MDM_Token_2026-09-01_smime.p7m"
+    );
+    let text = std::fs::read(&path).unwrap();
+    assert!(text.starts_with(b"Content-Type: application/pkcs7-mime"));
+    let der = cms::smime_unwrap(&text).unwrap();
+    let plain = cms::decrypt_enveloped(&der, &key, &cert).unwrap();
+    let token = ServerToken::from_message(std::str::from_utf8(&plain).unwrap()).unwrap();
+    assert_eq!(token, env.sim.token);
+}

@@ -197,11 +197,20 @@ pub struct SimDepArgs {
     /// Macs assigned to the simulated MDM server at start.
     #[arg(long, default_value_t = 100)]
     pub devices: usize,
+    /// Write the server token as Apple's portal does (`<server>_Token_<date>_smime.p7m`) into
+    /// this directory.
+    #[arg(long, value_name = "DIR", requires = "token_for")]
+    pub write_token: Option<std::path::PathBuf>,
+    /// The certificate (PEM or DER) the admin downloaded from Orchard ("Download your public
+    /// key"); the token is encrypted for it, as Apple School Manager does.
+    #[arg(long, value_name = "CERT")]
+    pub token_for: Option<std::path::PathBuf>,
 }
 
 /// Starts the simulator on `args.listen`, prints its base URL and the server token it accepts
 /// (simulator secrets only), and serves until Ctrl-C.
 pub async fn run(args: SimDepArgs) -> anyhow::Result<()> {
+    use crate::clock::Clock as _;
     let clock = crate::clock::SystemClock::shared();
     let sim = DepSim::bind(
         args.listen,
@@ -213,6 +222,21 @@ pub async fn run(args: SimDepArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    if let (Some(dir), Some(cert)) = (&args.write_token, &args.token_for) {
+        let cert_bytes = std::fs::read(cert)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cert.display()))?;
+        let cert = crate::pki::cms::load_certificate(&cert_bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+        let now = crate::clock::SystemClock.now();
+        let path = write_token(
+            &sim.token,
+            &cert,
+            dir,
+            &sim.world.account().server_name,
+            now,
+        )?;
+        println!("server token written to {}", path.display());
+    }
     println!("DEP simulator listening on {}", sim.base_url);
     println!(
         "{} Macs assigned to this MDM server",
@@ -222,4 +246,35 @@ pub async fn run(args: SimDepArgs) -> anyhow::Result<()> {
     println!("{}", sim.token.to_json());
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// Writes `token` the way Apple's portal hands it out: the inner MIME message encrypted for
+/// `cert` (AES-256-CBC, RSA PKCS#1 v1.5) in an S/MIME wrapper, named
+/// `<server>_Token_<date>_smime.p7m`. Returns the file's path.
+pub fn write_token(
+    token: &ServerToken,
+    cert: &crate::pki::cms::Certificate,
+    dir: &std::path::Path,
+    server_name: &str,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<std::path::PathBuf> {
+    use crate::pki::cms;
+    let der = cms::encrypt_enveloped(token.to_message().as_bytes(), cert, cms::Cipher::Aes256Cbc)
+        .map_err(|e| anyhow::anyhow!("cannot encrypt the token: {e}"))?;
+    let name: String = server_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let date = now.date();
+    let path = dir.join(format!(
+        "{name}_Token_{:04}-{:02}-{:02}_smime.p7m",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    ));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(&path, cms::smime_wrap(&der))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }

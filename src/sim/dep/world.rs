@@ -259,6 +259,11 @@ impl World {
         now.replace_nanosecond(0).unwrap_or(now)
     }
 
+    /// What `/account` reports.
+    pub fn account(&self) -> Account {
+        self.lock().account.clone()
+    }
+
     /// The token the simulator accepts.
     pub fn token(&self) -> ServerToken {
         self.lock().token.clone()
