@@ -154,6 +154,20 @@ pub trait Waker: Send + Sync + 'static {
     fn wake(&self, target: PushTarget);
 }
 
+/// Production waking: hand the target to the APNs pusher (which coalesces and staggers).
+impl Waker for crate::apple::apns::pusher::Pusher {
+    fn wake(&self, t: PushTarget) {
+        match crate::apple::apns::PushTarget::from_parts(&t.token_hex, t.push_magic.as_str()) {
+            Ok(target) => {
+                let _queued = self.push(target);
+            }
+            Err(e) => {
+                tracing::warn!(udid = %t.udid, error = %e, "cannot push: the stored token is unusable")
+            }
+        }
+    }
+}
+
 /// What a push to one device needs.
 #[derive(Debug, Clone)]
 pub struct PushTarget {
