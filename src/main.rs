@@ -21,6 +21,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Manage admin accounts and API keys (while `orchard serve` is stopped).
     Admin(web::cli::AdminArgs),
+    /// Work with ADE server tokens (`orchard token inspect --key KEY.pem TOKEN.p7m`).
+    Token(orchard::ade::token::inspect::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +37,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(config))
         }
         Command::Admin(args) => Ok(web::cli::run(args)?),
+        Command::Token(args) => {
+            let now = orchard::clock::Clock::now(&orchard::clock::SystemClock);
+            println!("{}", orchard::ade::token::inspect::run_cli(&args, now)?);
+            Ok(())
+        }
     }
 }
 

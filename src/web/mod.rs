@@ -21,6 +21,7 @@ pub mod session;
 pub mod setup;
 pub mod signin;
 pub mod storage;
+pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::apple::push_cert::PushCertService;
+use crate::ade::token::TokenService;
+use crate::apple::dep::ClientOptions;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -49,6 +52,7 @@ pub fn register_all(r: &mut Routes) {
     audit::routes(r);
     api::routes(r);
     push_cert::routes(r);
+    tokens::routes(r);
 }
 
 /// The application state every handler gets. Cheap to clone.
@@ -68,7 +72,9 @@ pub struct AppInner {
     pub clock: SharedClock,
     pub metrics: Metrics,
     pub config: Config,
-    pub secret: SecretKey,
+    pub secret: Arc<SecretKey>,
+    /// ADE server tokens.
+    pub tokens: Arc<TokenService>,
     pub ca: Arc<LocalCa>,
     /// The address admins and devices use, e.g. `https://orchard.school.example:8443/`.
     pub public_url: Url,
@@ -131,12 +137,28 @@ impl AppBuilder {
     }
 
     pub fn build(self) -> Result<App, MissingPart> {
+        let store = self.store.ok_or(MissingPart("store"))?;
+        let clock = self.clock.ok_or(MissingPart("clock"))?;
+        let metrics = self.metrics.ok_or(MissingPart("metrics"))?;
+        let config = self.config.ok_or(MissingPart("configuration"))?;
+        let secret = Arc::new(self.secret.ok_or(MissingPart("secret key"))?);
+        let tokens = Arc::new(TokenService::new(
+            Arc::new(store.clone()),
+            secret.clone(),
+            clock.clone(),
+            ClientOptions {
+                base_url: config.dep_base_url.to_string(),
+                ..ClientOptions::default()
+            },
+            metrics.clone(),
+        ));
         Ok(App(Arc::new(AppInner {
-            store: self.store.ok_or(MissingPart("store"))?,
-            clock: self.clock.ok_or(MissingPart("clock"))?,
-            metrics: self.metrics.ok_or(MissingPart("metrics"))?,
-            config: self.config.ok_or(MissingPart("configuration"))?,
-            secret: self.secret.ok_or(MissingPart("secret key"))?,
+            store,
+            clock,
+            metrics,
+            config,
+            secret,
+            tokens,
             ca: self.ca.ok_or(MissingPart("certificate authority"))?,
             public_url: self.public_url.ok_or(MissingPart("public URL"))?,
             throttle: accounts::AddressThrottle::default(),
