@@ -60,17 +60,17 @@ pub struct Inspection {
 /// Why inspect failed; the message names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Read {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error(
         "{path} is not the token's private key ({reason}): give the RSA private key (PEM) whose public key was uploaded to Apple"
     )]
     Key { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Token { path: String, source: TokenError },
+    #[error("{path}: {error}")]
+    Token { path: String, error: TokenError },
     #[error("cannot write the answer: {0}")]
     Output(String),
 }
@@ -84,9 +84,9 @@ pub fn run(args: &InspectArgs, now: OffsetDateTime) -> Result<Inspection, Inspec
         path: key_path,
         reason: e.to_string(),
     })?;
-    inspect(&key, &file, now).map_err(|source| InspectError::Token {
+    inspect(&key, &file, now).map_err(|error| InspectError::Token {
         path: args.token.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -123,21 +123,21 @@ fn mask(secret: &str) -> String {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, InspectError> {
-    let meta = std::fs::metadata(path).map_err(|source| InspectError::Read {
+    let meta = std::fs::metadata(path).map_err(|reason| InspectError::Read {
         path: path.display().to_string(),
-        source,
+        reason,
     })?;
     if meta.len() > super::MAX_UPLOAD as u64 {
         return Err(InspectError::Token {
             path: path.display().to_string(),
-            source: TokenError::TooLarge {
+            error: TokenError::TooLarge {
                 size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
             },
         });
     }
-    std::fs::read(path).map_err(|source| InspectError::Read {
+    std::fs::read(path).map_err(|reason| InspectError::Read {
         path: path.display().to_string(),
-        source,
+        reason,
     })
 }
 
