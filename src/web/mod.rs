@@ -28,9 +28,9 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::apple::push_cert::PushCertService;
 use crate::ade::token::TokenService;
 use crate::apple::dep::ClientOptions;
+use crate::apple::push_cert::PushCertService;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::Metrics;
