@@ -23,6 +23,15 @@ enum Command {
     Admin(web::cli::AdminArgs),
     /// Work with ADE server tokens (`orchard token inspect --key KEY.pem TOKEN.p7m`).
     Token(orchard::ade::token::inspect::TokenArgs),
+    /// Run a simulator of Apple's services by hand.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Apple's DEP service on plain HTTP; prints the server token it accepts.
+    Dep(orchard::sim::dep::SimDepArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +51,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", orchard::ade::token::inspect::run_cli(&args, now)?);
             Ok(())
         }
+        Command::Sim(SimCommand::Dep(args)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(orchard::sim::dep::run(args)),
     }
 }
 
