@@ -11,6 +11,9 @@ use serde::Deserialize;
 use url::Url;
 
 /// Apple's DEP (device enrollment) API.
+/// Days a released device stays listed unless configured otherwise (the seed's upper bound).
+pub const DEFAULT_REMOVED_GRACE_DAYS: u16 = 45;
+
 pub const APPLE_DEP_URL: &str = "https://mdmenrollment.apple.com";
 /// Apple's push notification service (production).
 pub const APPLE_APNS_URL: &str = "https://api.push.apple.com";
@@ -83,6 +86,10 @@ pub struct ServeArgs {
     /// Base URL of Apple's push service (change only to talk to a simulator).
     #[arg(long, env = "ORCHARD_APNS_BASE_URL", value_name = "URL")]
     pub apns_base_url: Option<Url>,
+    /// Days a device released from Apple School Manager stays listed before Orchard deletes it,
+    /// 30 to 45 [default: 45].
+    #[arg(long, env = "ORCHARD_REMOVED_GRACE_DAYS", value_name = "DAYS")]
+    pub removed_grace_days: Option<u16>,
 }
 
 /// The same settings as [`ServeArgs`], read from the TOML file.
@@ -99,6 +106,7 @@ struct FileSettings {
     session_idle_minutes: Option<u32>,
     dep_base_url: Option<String>,
     apns_base_url: Option<String>,
+    removed_grace_days: Option<u16>,
 }
 
 /// Orchard's resolved bootstrap settings.
@@ -116,6 +124,8 @@ pub struct Config {
     pub session_idle_minutes: u32,
     pub dep_base_url: Url,
     pub apns_base_url: Url,
+    /// Days a released device stays listed (30 to 45).
+    pub removed_grace_days: u16,
 }
 
 /// A setting that cannot be used, said so an operator can fix it.
@@ -194,7 +204,18 @@ impl Config {
                 message: "must be between 1 and 1440".into(),
             });
         }
+        let removed_grace_days = args
+            .removed_grace_days
+            .or(file.removed_grace_days)
+            .unwrap_or(DEFAULT_REMOVED_GRACE_DAYS);
+        if !(30..=45).contains(&removed_grace_days) {
+            return Err(ConfigError::Invalid {
+                name: "removed_grace_days",
+                message: "must be between 30 and 45".into(),
+            });
+        }
         Ok(Config {
+            removed_grace_days,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -222,6 +243,7 @@ impl Config {
             session_idle_minutes: DEFAULT_IDLE_MINUTES,
             dep_base_url: default_url(APPLE_DEP_URL),
             apns_base_url: default_url(APPLE_APNS_URL),
+            removed_grace_days: DEFAULT_REMOVED_GRACE_DAYS,
         }
     }
 

@@ -8,6 +8,7 @@
 //!   (`apple::apns`) and the MDM push certificate (`apple::push_cert`).
 //! - [`clock`]: time as a dependency, so every duration rule is tested without waiting.
 //! - [`config`]: bootstrap settings from flags, `ORCHARD_*` environment and an optional TOML file.
+//! - [`demo`]: `orchard demo`: Orchard beside a simulated Apple School Manager.
 //! - [`http`]: hyper plumbing: TLS listener (HTTP/1.1 + h2), router, body limits, graceful shutdown.
 //! - [`mdm`]: check-in, the command queue and connect, identity binding, enrollment profiles, SCEP.
 //! - [`metrics`]: counters and gauges for `/metrics`.
@@ -22,6 +23,7 @@ pub mod ade;
 pub mod apple;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod mdm;
 pub mod metrics;

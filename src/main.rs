@@ -23,6 +23,8 @@ enum Command {
     Admin(web::cli::AdminArgs),
     /// Work with ADE server tokens (`orchard token inspect --key KEY.pem TOKEN.p7m`).
     Token(orchard::ade::token::inspect::TokenArgs),
+    /// Try Orchard without an Apple account: a simulated Apple School Manager with Macs.
+    Demo(orchard::demo::DemoArgs),
     /// Run a simulator of Apple's services by hand.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -55,6 +57,13 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(orchard::sim::dep::run(args)),
+        Command::Demo(args) => {
+            server::init_tracing(orchard::config::LogFormat::Human);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(orchard::demo::run(args))
+        }
     }
 }
 

@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::ade::inventory::{Inventory, InventoryError};
+use crate::ade::sync::{SyncManager, SyncSettings};
+use crate::ade::token::TokenService;
 use crate::apple::push_cert::{PushCertError, PushCertService};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, LogFormat};
@@ -43,6 +46,8 @@ pub enum ServeError {
     Secret(#[from] SecretError),
     #[error("cannot load the push certificate: {0}")]
     PushCert(#[from] PushCertError),
+    #[error("cannot load the device inventory: {0}")]
+    Inventory(#[from] InventoryError),
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
@@ -138,11 +143,43 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         Arc::new(SecretKey::load_or_create(&data_dir)?),
         clock.clone(),
     )?;
+    let metrics = Metrics::new();
+    let shutdown = Shutdown::new();
+    let dep = crate::apple::dep::ClientOptions {
+        base_url: config
+            .dep_base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string(),
+        ..Default::default()
+    };
+    let tokens = Arc::new(TokenService::new(
+        Arc::new(store.clone()),
+        Arc::new(SecretKey::load_or_create(&data_dir)?),
+        clock.clone(),
+        dep,
+        metrics.clone(),
+    ));
+    let inventory = Inventory::open(store.clone())?;
+    let settings =
+        SyncSettings::default().with_removed_grace_days(config.removed_grace_days.into());
+    let sync = SyncManager::new(
+        store.clone(),
+        inventory.clone(),
+        clock.clone(),
+        metrics.clone(),
+        settings,
+        tokens.clone(),
+        shutdown.subscribe(),
+    );
     let app = App::builder()
         .push_certs(Arc::new(push_certs))
+        .tokens(tokens)
+        .inventory(inventory)
+        .sync(sync.clone())
         .store(store)
         .clock(clock)
-        .metrics(Metrics::new())
+        .metrics(metrics)
         .config(config)
         .secret(secret)
         .ca(Arc::new(ca))
@@ -157,7 +194,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     }
     app.store.flush().await?;
 
-    let shutdown = Shutdown::new();
+    tokio::spawn(sync.supervise());
     let task = tokio::spawn(http::serve(
         listener,
         tls,

@@ -882,6 +882,57 @@ pub trait Tokens: Send + Sync + 'static {
     fn token_ids(&self) -> Vec<String>;
     /// A client for the token, or the admin's sentence for why there is none (expired, ...).
     fn client(&self, token_id: &str) -> Result<dep::Client, String>;
+    /// Tells the token what a finished run found (the Tokens page shows it).
+    fn after_run<'a>(
+        &'a self,
+        token_id: &'a str,
+        run: &'a SyncRun,
+        devices: usize,
+    ) -> BoxFuture<'a, ()>;
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Tokens for crate::ade::token::TokenService {
+    fn token_ids(&self) -> Vec<String> {
+        match self.list() {
+            Ok(views) => views
+                .iter()
+                .filter_map(|v| v.id)
+                .map(|id| id.0.to_string())
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list server tokens for sync");
+                Vec::new()
+            }
+        }
+    }
+
+    fn client(&self, token_id: &str) -> Result<dep::Client, String> {
+        let id = token_id
+            .parse()
+            .map(crate::ade::token::TokenId)
+            .map_err(|_| format!("{token_id} is not a token id"))?;
+        crate::ade::token::TokenService::client(self, id).map_err(|e| e.to_string())
+    }
+
+    fn after_run<'a>(
+        &'a self,
+        token_id: &'a str,
+        run: &'a SyncRun,
+        devices: usize,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok(id) = token_id.parse().map(crate::ade::token::TokenId) else {
+                return;
+            };
+            let terms = run.error_code.as_deref() == Some("T_C_NOT_SIGNED");
+            let at = run.finished_at.unwrap_or(run.started_at);
+            if let Err(e) = self.record_sync(id, at, devices as u64, terms).await {
+                tracing::warn!(token = %token_id, error = %e, "could not record the sync on the token");
+            }
+        })
+    }
 }
 
 struct Worker {
@@ -1077,7 +1128,10 @@ impl SyncManager {
             self.inner.settings.run_limit.whole_seconds().max(1) as u64,
         );
         match tokio::time::timeout(limit, syncer.run_once(&client, trigger)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(run)) => {
+                let devices = self.inner.inventory.count_for_token(&token_id);
+                self.inner.tokens.after_run(&token_id, &run, devices).await;
+            }
             Ok(Err(e)) => tracing::error!(token = %token_id, error = %e, "sync failed"),
             Err(_) => {
                 // The wall-clock limit: the run record is still "running"; mark it.

@@ -455,6 +455,30 @@ impl TokenService {
         Ok(client)
     }
 
+    /// Records a finished sync on the token (its time and device count), and whether Apple
+    /// accepted the organisation's terms, as the Tokens page shows them.
+    pub async fn record_sync(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+        device_count: u64,
+        terms_not_signed: bool,
+    ) -> Result<(), TokenError> {
+        let updated = self.store.update_token(id, &mut |t| {
+            t.last_sync = Some(at);
+            t.device_count = device_count;
+            t.terms = match (terms_not_signed, t.terms) {
+                (false, _) => Terms::Accepted,
+                (true, Terms::NotSigned { since }) => Terms::NotSigned { since },
+                (true, Terms::Accepted) => Terms::NotSigned { since: at },
+            }
+        })?;
+        updated.ok_or(TokenError::NotFound(id))?;
+        self.store.flush().await?;
+        self.refresh_metrics()?;
+        Ok(())
+    }
+
     /// Records whether Apple accepts the organisation's terms (the sync worker calls this when
     /// Apple answers `T_C_NOT_SIGNED`, and again when a call succeeds).
     pub async fn set_terms(&self, id: TokenId, accepted: bool) -> Result<(), TokenError> {

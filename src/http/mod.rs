@@ -92,7 +92,8 @@ impl Shutdown {
         self.0.send_replace(true);
     }
 
-    fn subscribe(&self) -> watch::Receiver<bool> {
+    /// A receiver that changes to `true` when shutdown starts (for background workers).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.0.subscribe()
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod dashboard;
+pub mod devices;
 pub mod fmt;
 pub mod forms;
 pub mod ops;
@@ -21,6 +22,7 @@ pub mod session;
 pub mod setup;
 pub mod signin;
 pub mod storage;
+pub mod sync;
 pub mod tokens;
 pub mod users;
 
@@ -28,8 +30,9 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::ade::inventory::Inventory;
+use crate::ade::sync::SyncManager;
 use crate::ade::token::TokenService;
-use crate::apple::dep::ClientOptions;
 use crate::apple::push_cert::PushCertService;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -53,6 +56,8 @@ pub fn register_all(r: &mut Routes) {
     api::routes(r);
     push_cert::routes(r);
     tokens::routes(r);
+    devices::routes(r);
+    sync::routes(r);
 }
 
 /// The application state every handler gets. Cheap to clone.
@@ -73,8 +78,6 @@ pub struct AppInner {
     pub metrics: Metrics,
     pub config: Config,
     pub secret: Arc<SecretKey>,
-    /// ADE server tokens.
-    pub tokens: Arc<TokenService>,
     pub ca: Arc<LocalCa>,
     /// The address admins and devices use, e.g. `https://orchard.school.example:8443/`.
     pub public_url: Url,
@@ -82,6 +85,12 @@ pub struct AppInner {
     pub throttle: accounts::AddressThrottle,
     /// The MDM push certificate (its page and the topic for enrollment profiles).
     pub push_certs: Arc<PushCertService>,
+    /// ADE server tokens.
+    pub tokens: Arc<TokenService>,
+    /// Every device Orchard knows, with the index behind the Devices page.
+    pub inventory: Inventory,
+    /// The sync workers (one per token) and the Sync button.
+    pub sync: SyncManager,
 }
 
 /// A part [`AppBuilder::build`] was not given.
@@ -100,6 +109,9 @@ pub struct AppBuilder {
     ca: Option<Arc<LocalCa>>,
     public_url: Option<Url>,
     push_certs: Option<Arc<PushCertService>>,
+    tokens: Option<Arc<TokenService>>,
+    inventory: Option<Inventory>,
+    sync: Option<SyncManager>,
 }
 
 impl AppBuilder {
@@ -136,35 +148,40 @@ impl AppBuilder {
         self
     }
 
+    pub fn tokens(mut self, v: Arc<TokenService>) -> Self {
+        self.tokens = Some(v);
+        self
+    }
+    pub fn inventory(mut self, v: Inventory) -> Self {
+        self.inventory = Some(v);
+        self
+    }
+    pub fn sync(mut self, v: SyncManager) -> Self {
+        self.sync = Some(v);
+        self
+    }
+
     pub fn build(self) -> Result<App, MissingPart> {
         let store = self.store.ok_or(MissingPart("store"))?;
         let clock = self.clock.ok_or(MissingPart("clock"))?;
         let metrics = self.metrics.ok_or(MissingPart("metrics"))?;
         let config = self.config.ok_or(MissingPart("configuration"))?;
         let secret = Arc::new(self.secret.ok_or(MissingPart("secret key"))?);
-        let tokens = Arc::new(TokenService::new(
-            Arc::new(store.clone()),
-            secret.clone(),
-            clock.clone(),
-            ClientOptions {
-                base_url: config.dep_base_url.to_string(),
-                ..ClientOptions::default()
-            },
-            metrics.clone(),
-        ));
         Ok(App(Arc::new(AppInner {
             store,
             clock,
             metrics,
             config,
             secret,
-            tokens,
             ca: self.ca.ok_or(MissingPart("certificate authority"))?,
             public_url: self.public_url.ok_or(MissingPart("public URL"))?,
             throttle: accounts::AddressThrottle::default(),
             push_certs: self
                 .push_certs
                 .ok_or(MissingPart("push certificate service"))?,
+            tokens: self.tokens.ok_or(MissingPart("token service"))?,
+            inventory: self.inventory.ok_or(MissingPart("device inventory"))?,
+            sync: self.sync.ok_or(MissingPart("sync manager"))?,
         })))
     }
 }
@@ -203,8 +220,28 @@ pub(crate) mod testing {
             clock.clone(),
         )
         .unwrap();
+        let tokens = Arc::new(TokenService::new(
+            Arc::new(store.clone()),
+            Arc::new(SecretKey::ephemeral()),
+            clock.clone(),
+            crate::apple::dep::ClientOptions::default(),
+            Metrics::new(),
+        ));
+        let inventory = Inventory::open(store.clone()).unwrap();
+        let sync = SyncManager::new(
+            store.clone(),
+            inventory.clone(),
+            clock.clone(),
+            Metrics::new(),
+            crate::ade::sync::SyncSettings::default(),
+            tokens.clone(),
+            tokio::sync::watch::channel(false).1,
+        );
         let app = App::builder()
             .store(store)
+            .tokens(tokens)
+            .inventory(inventory)
+            .sync(sync)
             .push_certs(Arc::new(push_certs))
             .clock(clock.clone())
             .metrics(Metrics::new())

@@ -21,6 +21,11 @@ const STATIC_FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/orchard.js"),
     ),
     (
+        "sync.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/sync.js"),
+    ),
+    (
         "logo.svg",
         "image/svg+xml",
         include_bytes!("../../static/logo.svg"),

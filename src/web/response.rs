@@ -84,6 +84,15 @@ impl From<StoreError> for WebError {
     }
 }
 
+impl From<crate::ade::inventory::InventoryError> for WebError {
+    fn from(e: crate::ade::inventory::InventoryError) -> Self {
+        match e {
+            crate::ade::inventory::InventoryError::NotFound(_) => WebError::NotFound,
+            other => WebError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         WebError::Internal(format!("template: {e}"))
