@@ -131,7 +131,10 @@ mod tests {
     use crate::pki::cms::load_certificate;
     use crate::pki::cms::testutil::ca_and_leaf;
 
-    const APPLE: &str = "/work/shared/testdata/apple-certs";
+    const APPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/apple-certs"
+    );
 
     fn apple(name: &str) -> Certificate {
         let bytes = std::fs::read(format!("{APPLE}/{name}.pem")).expect("apple cert present");
@@ -173,7 +176,11 @@ mod tests {
     fn a_certificate_not_from_apple_is_untrusted() {
         let (inter, roots) = apple_chain();
         let dep = load_certificate(
-            &std::fs::read("/work/shared/testdata/apple-dep/synthetic/dep_cert.pem").expect("file"),
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/testdata/apple-dep/synthetic/dep_cert.pem"
+            ))
+            .expect("file"),
         )
         .expect("cert");
         let err = verify_chain(&dep, &inter, &roots, CheckTime::Ignore).expect_err("untrusted");

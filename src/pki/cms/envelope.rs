@@ -224,7 +224,10 @@ mod tests {
     use super::*;
     use crate::pki::cms::{load_certificate, load_rsa_private_key, smime_unwrap};
 
-    const DIR: &str = "/work/shared/testdata/apple-dep/synthetic";
+    const DIR: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/apple-dep/synthetic"
+    );
 
     fn read(name: &str) -> Vec<u8> {
         std::fs::read(format!("{DIR}/{name}")).expect("test vector present")

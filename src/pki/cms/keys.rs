@@ -250,7 +250,10 @@ fn pem_text(bytes: &[u8]) -> Option<&str> {
 mod tests {
     use super::*;
 
-    const DIR: &str = "/work/shared/testdata/apple-dep/synthetic";
+    const DIR: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/apple-dep/synthetic"
+    );
 
     #[test]
     fn pkcs1_and_pkcs8_pem_and_der_load_to_the_same_key() {

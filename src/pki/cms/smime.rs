@@ -115,7 +115,10 @@ fn unfold_headers(head: &str) -> Result<Vec<(String, String)>, CmsError> {
 mod tests {
     use super::*;
 
-    const DIR: &str = "/work/shared/testdata/apple-dep/synthetic";
+    const DIR: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/apple-dep/synthetic"
+    );
 
     fn token() -> Vec<u8> {
         std::fs::read(format!("{DIR}/token_aes128_der_smime.p7m")).expect("vector")
