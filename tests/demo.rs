@@ -56,6 +56,21 @@ async fn demo_with_20_macs_shows_all_20_after_its_first_sync() {
             "{serial} missing from the Devices page"
         );
     }
+    let dashboard = client.get("/").await;
+    assert!(
+        dashboard.body.contains("<strong>20</strong> devices"),
+        "{}",
+        dashboard.body
+    );
+    assert!(
+        dashboard
+            .body
+            .contains("20 devices were added in the last 12 weeks")
+    );
+    assert!(
+        dashboard.body.contains("Orchard Simulated MDM"),
+        "the token is listed"
+    );
     let sync = client.get("/sync").await;
     assert!(
         sync.body.contains("Done"),
