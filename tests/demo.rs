@@ -71,6 +71,19 @@ async fn demo_with_20_macs_shows_all_20_after_its_first_sync() {
         dashboard.body.contains("Orchard Simulated MDM"),
         "the token is listed"
     );
+    let metrics = client.get("/metrics").await;
+    assert!(
+        metrics
+            .body
+            .contains("orchard_devices{state=\"unassigned\"} 20"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics.body.contains("orchard_dep_tokens{state=\"ok\"} 1"),
+        "{}",
+        metrics.body
+    );
     let sync = client.get("/sync").await;
     assert!(
         sync.body.contains("Done"),

@@ -71,6 +71,14 @@ async fn healthz(app: App, _req: Req) -> WebResult {
 }
 
 async fn metrics(app: App, _req: Req) -> WebResult {
+    // Gauges that follow the data (and, for tokens, the passing of time) are read at scrape time.
+    for (state, n) in app.inventory.counts() {
+        app.metrics
+            .set("orchard_devices", &[("state", state.as_str())], n as f64);
+    }
+    if let Err(e) = app.tokens.refresh_metrics() {
+        tracing::warn!(error = %e, "cannot refresh the token metrics");
+    }
     Ok(with_body(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
