@@ -217,6 +217,25 @@ pub struct SyncRun {
 }
 
 impl SyncRun {
+    /// A run that has just started: nothing counted yet.
+    pub fn started(token_id: &str, kind: Kind, trigger: Trigger, at: OffsetDateTime) -> SyncRun {
+        SyncRun {
+            token_id: token_id.to_string(),
+            kind,
+            trigger,
+            started_at: at,
+            finished_at: None,
+            pages: 0,
+            devices: 0,
+            added: 0,
+            modified: 0,
+            removed: 0,
+            outcome: Outcome::Running,
+            error: None,
+            error_code: None,
+        }
+    }
+
     pub fn duration(&self) -> Option<Duration> {
         self.finished_at.map(|f| f - self.started_at)
     }
@@ -349,21 +368,7 @@ impl Syncer {
         let started = self.clock.now();
         let mut state = self.state()?;
         let kind = state.next_kind(started, &self.settings);
-        let mut run = SyncRun {
-            token_id: self.token_id.clone(),
-            kind,
-            trigger,
-            started_at: started,
-            finished_at: None,
-            pages: 0,
-            devices: 0,
-            added: 0,
-            modified: 0,
-            removed: 0,
-            outcome: Outcome::Running,
-            error: None,
-            error_code: None,
-        };
+        let mut run = SyncRun::started(&self.token_id, kind, trigger, started);
         let run_key = self.run_key(started)?;
         self.store.put(SYNC_RUNS, &run_key, &run)?;
         state.last_run_at = Some(started);

@@ -120,7 +120,8 @@ fn live_of(app: &App, token: &str, state: &SyncState) -> Live {
     let settings = app.sync.settings();
     let progress = app.sync.progress(token).and_then(|p| p.running);
     let running = app.sync.is_running(token) || progress.is_some();
-    let run = progress.unwrap_or_else(|| empty_run(token, now));
+    let run = progress
+        .unwrap_or_else(|| SyncRun::started(token, Kind::Incremental, sync::Trigger::Button, now));
     Live {
         token: token.to_string(),
         running,
@@ -139,24 +140,6 @@ fn live_of(app: &App, token: &str, state: &SyncState) -> Live {
         next_sync: state.next_scheduled(settings).map(|t| Date(t).exact()),
         last_ok: state.last_ok_at.map(|t| Date(t).exact()),
         last_error: state.last_error.clone(),
-    }
-}
-
-fn empty_run(token: &str, now: time::OffsetDateTime) -> SyncRun {
-    SyncRun {
-        token_id: token.to_string(),
-        kind: Kind::Incremental,
-        trigger: sync::Trigger::Button,
-        started_at: now,
-        finished_at: None,
-        pages: 0,
-        devices: 0,
-        added: 0,
-        modified: 0,
-        removed: 0,
-        outcome: Outcome::Running,
-        error: None,
-        error_code: None,
     }
 }
 
