@@ -194,10 +194,18 @@ fn split_path(path: &str) -> Option<Vec<String>> {
     if rest.is_empty() {
         return Some(Vec::new());
     }
-    rest.split('/').map(percent_decode).collect()
+    rest.split('/').map(decode_segment).collect()
 }
 
-fn percent_decode(segment: &str) -> Option<String> {
+/// A path segment, percent-decoded; `None` when malformed or when it would hide a '/'.
+fn decode_segment(segment: &str) -> Option<String> {
+    let text = percent_decode(segment)?;
+    // A decoded '/' would let one parameter span two segments.
+    if text.contains('/') { None } else { Some(text) }
+}
+
+/// RFC 3986 percent-decoding into UTF-8 text; `None` for a bad escape or invalid UTF-8.
+pub fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -212,9 +220,7 @@ fn percent_decode(segment: &str) -> Option<String> {
             i += 1;
         }
     }
-    let text = String::from_utf8(out).ok()?;
-    // A decoded '/' would let one parameter span two segments.
-    if text.contains('/') { None } else { Some(text) }
+    String::from_utf8(out).ok()
 }
 
 /// Matches and ranks: per segment 2 = literal, 1 = parameter, 0 = rest (bigger is more specific).

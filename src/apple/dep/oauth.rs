@@ -29,21 +29,7 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::http::router::percent_decode(s)
 }
 
 /// The base URI of RFC 5849 §3.4.1.2: lower-case scheme and host, default port dropped, no query.
