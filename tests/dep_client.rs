@@ -1447,3 +1447,87 @@ async fn simulator_writes_a_p7m_that_decrypts() {
     let token = ServerToken::from_message(std::str::from_utf8(&plain).unwrap()).unwrap();
     assert_eq!(token, env.sim.token);
 }
+
+/// Apple's one service answers for every MDM server: a second server of the organisation has its
+/// own token, name, UUID and devices, and each token sees only its own.
+#[tokio::test]
+async fn a_second_mdm_server_has_its_own_token_account_and_devices() {
+    let env = with_devices(3).await;
+    let staff = env.sim.add_server("Staff Macs", 2);
+    assert_ne!(staff.token().consumer_key, env.sim.token.consumer_key);
+    let shared: SharedClock = env.clock.clone();
+    let client = client_for(
+        &env.sim,
+        staff.token(),
+        &env.metrics,
+        shared,
+        "orchard/test",
+    );
+    let account = client.account().await.unwrap();
+    let first = env.client.account().await.unwrap();
+    assert_eq!(account.server_name, "Staff Macs");
+    assert_ne!(account.server_uuid, first.server_uuid);
+    assert_eq!(account.org_name, first.org_name);
+    let mut theirs: Vec<String> = client
+        .fetch_devices(None, None)
+        .await
+        .unwrap()
+        .devices
+        .into_iter()
+        .map(|d| d.serial_number)
+        .collect();
+    theirs.sort();
+    let mut expected = staff.serials();
+    expected.sort();
+    assert_eq!(theirs, expected);
+    let ours = env.client.fetch_devices(None, None).await.unwrap().devices;
+    assert_eq!(ours.len(), 3);
+    assert!(ours.iter().all(|d| !expected.contains(&d.serial_number)));
+}
+
+/// "Download Token" again in ABM/ASM: the same consumer key with new secrets and expiry; the
+/// previous token stops working.
+#[tokio::test]
+async fn a_renewed_token_replaces_the_previous_one() {
+    let env = with_devices(1).await;
+    let old = env.sim.token.clone();
+    let expiry = start_time() + time::Duration::days(400);
+    let new = env.sim.world.renew_token(expiry);
+    assert_eq!(new.consumer_key, old.consumer_key);
+    assert_ne!(new.access_token, old.access_token);
+    assert_eq!(new.access_token_expiry, expiry);
+    assert_eq!(env.sim.world.token(), new);
+    let shared: SharedClock = env.clock.clone();
+    let renewed = client_for(&env.sim, new, &env.metrics, shared.clone(), "orchard/test");
+    assert_eq!(
+        renewed
+            .fetch_devices(None, None)
+            .await
+            .unwrap()
+            .devices
+            .len(),
+        1
+    );
+    let stale = client_for(&env.sim, old, &env.metrics, shared, "orchard/test");
+    assert!(
+        matches!(stale.account().await, Err(DepError::TokenRejected { .. })),
+        "the previous token is refused"
+    );
+}
+
+/// Every answer takes the configured latency (a lower bound only: a slow machine only adds).
+#[tokio::test]
+async fn answers_take_the_configured_latency() {
+    let env = spawn(SimOptions {
+        latency: Duration::from_millis(150),
+        ..Default::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    env.client.account().await.unwrap(); // `/session`, then `/account`
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    env.sim.set_latency(Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    env.client.account().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}

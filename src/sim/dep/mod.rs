@@ -8,6 +8,7 @@ mod server;
 pub mod world;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::apple::dep::ServerToken;
 use crate::apple::dep::types::Account;
 use crate::clock::SharedClock;
+use server::Servers;
 pub use world::{Fault, TokenMode, World};
 
 /// How the simulated service behaves.
@@ -42,6 +44,9 @@ pub struct SimOptions {
     pub seed: u64,
     /// Serve HTTPS with this configuration instead of plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long every answer takes. Apple's service takes a few hundred milliseconds per call,
+    /// so a sync of thousands of devices in small pages takes long enough to watch.
+    pub latency: StdDuration,
 }
 
 impl Default for SimOptions {
@@ -72,6 +77,7 @@ impl Default for SimOptions {
             rotate_sessions: false,
             seed: 1,
             tls: None,
+            latency: StdDuration::ZERO,
         }
     }
 }
@@ -83,7 +89,9 @@ pub struct DepSim {
     pub addr: SocketAddr,
     /// The token the service accepts.
     pub token: ServerToken,
+    /// The MDM server `token` belongs to.
     pub world: World,
+    servers: Servers,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -109,15 +117,30 @@ impl DepSim {
         );
         world.add_macs(opts.devices);
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
-        let serving = world.clone();
-        let task = tokio::spawn(accept_loop(listener, serving, opts));
+        let servers = Servers::new(world.clone(), opts.latency);
+        let task = tokio::spawn(accept_loop(listener, servers.clone(), opts));
         Ok(DepSim {
             base_url: format!("{scheme}://{addr}"),
             addr,
             token,
             world,
+            servers,
             task,
         })
+    }
+
+    /// Another MDM server of the same organisation on this service (the admin added one in
+    /// ABM/ASM), with its own token ([`World::token`]), name, UUID and `devices` Macs.
+    pub fn add_server(&self, server_name: &str, devices: usize) -> World {
+        let world = self.world.sibling(server_name);
+        world.add_macs(devices);
+        self.servers.push(world.clone());
+        world
+    }
+
+    /// Changes how long every answer takes from now on.
+    pub fn set_latency(&self, latency: StdDuration) {
+        self.servers.set_latency(latency);
     }
 
     /// Binds `addr` (e.g. `127.0.0.1:0`) and starts the service.
@@ -136,7 +159,7 @@ impl Drop for DepSim {
     }
 }
 
-async fn accept_loop(listener: TcpListener, world: World, opts: SimOptions) {
+async fn accept_loop(listener: TcpListener, servers: Servers, opts: SimOptions) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -149,12 +172,12 @@ async fn accept_loop(listener: TcpListener, world: World, opts: SimOptions) {
             }
         };
         while connections.try_join_next().is_some() {}
-        let world = world.clone();
+        let servers = servers.clone();
         let opts = opts.clone();
         connections.spawn(async move {
             let tls = opts.tls.clone();
             let service = hyper::service::service_fn(move |req| {
-                server::handle(world.clone(), opts.clone(), req)
+                server::handle(servers.clone(), opts.clone(), req)
             });
             let http = hyper::server::conn::http1::Builder::new();
             match tls {
@@ -197,45 +220,57 @@ pub struct SimDepArgs {
     /// Macs assigned to the simulated MDM server at start.
     #[arg(long, default_value_t = 100)]
     pub devices: usize,
+    /// Page size of fetch and sync when the client asks for none.
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: u32,
+    /// Milliseconds every answer takes; Apple's service takes a few hundred.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
     /// Write the server token as Apple's portal does (`<server>_Token_<date>_smime.p7m`) into
-    /// this directory.
-    #[arg(long, value_name = "DIR", requires = "token_for")]
-    pub write_token: Option<std::path::PathBuf>,
+    /// this directory. Without --token-for, a keypair is made too and its private key
+    /// (`orchard-token-key.pem`) and certificate are written beside the token, for
+    /// `orchard token inspect --key`.
+    #[arg(long, value_name = "DIR")]
+    pub write_token: Option<PathBuf>,
     /// The certificate (PEM or DER) the admin downloaded from Orchard ("Download your public
     /// key"); the token is encrypted for it, as Apple School Manager does.
-    #[arg(long, value_name = "CERT")]
-    pub token_for: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "CERT", requires = "write_token")]
+    pub token_for: Option<PathBuf>,
 }
 
 /// Starts the simulator on `args.listen`, prints its base URL and the server token it accepts
 /// (simulator secrets only), and serves until Ctrl-C.
 pub async fn run(args: SimDepArgs) -> anyhow::Result<()> {
-    use crate::clock::Clock as _;
     let clock = crate::clock::SystemClock::shared();
     let sim = DepSim::bind(
         args.listen,
-        clock,
+        clock.clone(),
         SimOptions {
             devices: args.devices,
+            page_default: args.page_size,
+            latency: StdDuration::from_millis(args.latency_ms),
             ..Default::default()
         },
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    if let (Some(dir), Some(cert)) = (&args.write_token, &args.token_for) {
-        let cert_bytes = std::fs::read(cert)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cert.display()))?;
-        let cert = crate::pki::cms::load_certificate(&cert_bytes)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
-        let now = crate::clock::SystemClock.now();
-        let path = write_token(
+    if let Some(dir) = &args.write_token {
+        let written = write_token_files(
             &sim.token,
-            &cert,
+            args.token_for.as_deref(),
             dir,
             &sim.world.account().server_name,
-            now,
+            clock.now(),
         )?;
-        println!("server token written to {}", path.display());
+        println!("server token written to {}", written.token.display());
+        if let Some(key) = &written.key {
+            println!("its private key written to {}", key.display());
+            println!(
+                "check it with: orchard token inspect --key {} {}",
+                key.display(),
+                written.token.display()
+            );
+        }
     }
     println!("DEP simulator listening on {}", sim.base_url);
     println!(
@@ -248,19 +283,90 @@ pub async fn run(args: SimDepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `token` the way Apple's portal hands it out: the inner MIME message encrypted for
-/// `cert` (AES-256-CBC, RSA PKCS#1 v1.5) in an S/MIME wrapper, named
-/// `<server>_Token_<date>_smime.p7m`. Returns the file's path.
+/// The files [`write_token_files`] wrote.
+#[derive(Debug, Clone)]
+pub struct WrittenToken {
+    /// The `.p7m`, named as Apple's portal names it.
+    pub token: PathBuf,
+    /// The private key (PKCS#1 PEM, mode 0600) the token is encrypted for, when the keypair was
+    /// made here.
+    pub key: Option<PathBuf>,
+    /// That keypair's certificate (PEM).
+    pub cert: Option<PathBuf>,
+}
+
+/// File names of the keypair [`write_token_files`] makes.
+pub const KEY_FILE: &str = "orchard-token-key.pem";
+pub const CERT_FILE: &str = "orchard-public-key.pem";
+
+/// Writes `token` into `dir` as Apple's portal does, encrypted for the certificate in the file
+/// `cert` or, with none, for a keypair made here whose private key and certificate are written
+/// beside it.
+pub fn write_token_files(
+    token: &ServerToken,
+    cert: Option<&Path>,
+    dir: &Path,
+    server_name: &str,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<WrittenToken> {
+    use crate::pki::{cms, token_keypair::TokenKeypair};
+    let (cert, made) = match cert {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let cert = cms::load_certificate(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (cert, None)
+        }
+        None => {
+            let pair = TokenKeypair::generate(now)
+                .map_err(|e| anyhow::anyhow!("cannot make a keypair: {e}"))?;
+            (pair.certificate().clone(), Some(pair))
+        }
+    };
+    let token_path = write_token(token, &cert, dir, server_name, now)?;
+    let mut written = WrittenToken {
+        token: token_path,
+        key: None,
+        cert: None,
+    };
+    if let Some(pair) = made {
+        let key_pem = pair
+            .key_pem()
+            .map_err(|e| anyhow::anyhow!("cannot encode the private key: {e}"))?;
+        let key_path = dir.join(KEY_FILE);
+        write_private(&key_path, key_pem.as_bytes())?;
+        let cert_path = dir.join(CERT_FILE);
+        std::fs::write(&cert_path, pair.cert_pem())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", cert_path.display()))?;
+        written.key = Some(key_path);
+        written.cert = Some(cert_path);
+    }
+    Ok(written)
+}
+
+/// `token` as Apple's portal hands it out: the inner MIME message encrypted for `cert`
+/// (AES-256-CBC, RSA PKCS#1 v1.5) in an S/MIME wrapper.
+pub fn token_p7m(
+    token: &ServerToken,
+    cert: &crate::pki::cms::Certificate,
+) -> Result<String, crate::pki::cms::CmsError> {
+    use crate::pki::cms;
+    let der = cms::encrypt_enveloped(token.to_message().as_bytes(), cert, cms::Cipher::Aes256Cbc)?;
+    Ok(cms::smime_wrap(&der))
+}
+
+/// Writes [`token_p7m`] named `<server>_Token_<date>_smime.p7m` into `dir`. Returns the file's
+/// path.
 pub fn write_token(
     token: &ServerToken,
     cert: &crate::pki::cms::Certificate,
-    dir: &std::path::Path,
+    dir: &Path,
     server_name: &str,
     now: time::OffsetDateTime,
-) -> anyhow::Result<std::path::PathBuf> {
-    use crate::pki::cms;
-    let der = cms::encrypt_enveloped(token.to_message().as_bytes(), cert, cms::Cipher::Aes256Cbc)
-        .map_err(|e| anyhow::anyhow!("cannot encrypt the token: {e}"))?;
+) -> anyhow::Result<PathBuf> {
+    let p7m =
+        token_p7m(token, cert).map_err(|e| anyhow::anyhow!("cannot encrypt the token: {e}"))?;
     let name: String = server_name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -274,7 +380,76 @@ pub fn write_token(
     ));
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(&path, cms::smime_wrap(&der))
+    std::fs::write(&path, p7m)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ade::token::inspect::{self, InspectArgs};
+
+    #[test]
+    fn write_token_without_a_certificate_writes_a_key_that_inspect_opens() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let token = random_token(now + Duration::days(365));
+        let dir = tempfile::tempdir().unwrap();
+        let written =
+            write_token_files(&token, None, dir.path(), "Orchard Simulated MDM", now).unwrap();
+        let key = written.key.expect("a private key is written");
+        assert_eq!(key, dir.path().join(KEY_FILE));
+        assert_eq!(written.cert, Some(dir.path().join(CERT_FILE)));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the private key is private");
+        }
+        let seen = inspect::run(
+            &InspectArgs {
+                key: key.clone(),
+                token: written.token.clone(),
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(seen.consumer_key, token.consumer_key);
+        assert_eq!(seen.access_token_expiry, token.access_token_expiry);
+        assert!(!seen.expired);
+
+        // A second token written with the certificate made above opens with the same key.
+        let other = random_token(now + Duration::days(30));
+        let again = write_token_files(
+            &other,
+            written.cert.as_deref(),
+            &dir.path().join("again"),
+            "Orchard Simulated MDM",
+            now,
+        )
+        .unwrap();
+        assert!(again.key.is_none() && again.cert.is_none());
+        let seen = inspect::run(
+            &InspectArgs {
+                key,
+                token: again.token,
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(seen.consumer_key, other.consumer_key);
+    }
 }

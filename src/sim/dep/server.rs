@@ -1,7 +1,11 @@
 //! The HTTP face of the DEP simulator: routes Apple's paths, checks `User-Agent`, scripted faults,
-//! OAuth and sessions, reads bodies with a limit, then hands the typed request to [`World`].
+//! OAuth and sessions, waits the configured latency, reads bodies with a limit, then hands the
+//! typed request to the [`World`] of the MDM server the token or session belongs to.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -12,6 +16,7 @@ use super::SimOptions;
 use super::world::{Reply, World};
 use crate::apple::dep::Endpoint;
 use crate::apple::dep::client::SESSION_HEADER;
+use crate::apple::dep::oauth::parse_authorization_header;
 use crate::apple::dep::types::{AssignRequest, CursorRequest, SerialsRequest};
 
 /// Largest request body accepted (1000 serials are ~15 KB).
@@ -30,13 +35,73 @@ const GENERIC_AGENTS: &[&str] = &[
     "mozilla",
 ];
 
+/// The MDM servers one simulated service answers for, like Apple's one host for every server of
+/// every organisation, and how long it takes to answer. The first server keeps the scripted
+/// faults and the request counts.
+#[derive(Clone)]
+pub(super) struct Servers(Arc<ServersInner>);
+
+struct ServersInner {
+    worlds: Mutex<Vec<World>>,
+    latency_ms: AtomicU64,
+}
+
+impl Servers {
+    pub(super) fn new(first: World, latency: Duration) -> Servers {
+        let servers = Servers(Arc::new(ServersInner {
+            worlds: Mutex::new(vec![first]),
+            latency_ms: AtomicU64::new(0),
+        }));
+        servers.set_latency(latency);
+        servers
+    }
+
+    pub(super) fn push(&self, world: World) {
+        self.worlds().push(world);
+    }
+
+    pub(super) fn set_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.0.latency_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn latency(&self) -> Duration {
+        Duration::from_millis(self.0.latency_ms.load(Ordering::Relaxed))
+    }
+
+    fn worlds(&self) -> std::sync::MutexGuard<'_, Vec<World>> {
+        // Only a failing test panics while holding the lock; keep serving.
+        self.0.worlds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn first(&self) -> World {
+        // Never empty: made with the first server, and servers are only added.
+        self.worlds()[0].clone()
+    }
+
+    /// The server whose world matches, or the first (which then refuses the call).
+    fn find(&self, matches: impl Fn(&World) -> bool) -> World {
+        let worlds = self.worlds();
+        worlds
+            .iter()
+            .find(|w| matches(w))
+            .unwrap_or(&worlds[0])
+            .clone()
+    }
+}
+
 pub(super) async fn handle(
-    world: World,
+    servers: Servers,
     opts: SimOptions,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let in_flight = world.enter();
-    let (reply, session) = route(&world, &opts, req).await;
+    let first = servers.first();
+    let in_flight = first.enter();
+    let latency = servers.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let (reply, session) = route(&servers, &first, &opts, req).await;
     drop(in_flight);
     let mut resp = Response::builder()
         .status(reply.status)
@@ -96,7 +161,8 @@ fn check_user_agent(req: &Request<Incoming>) -> Option<Reply> {
 }
 
 async fn route(
-    world: &World,
+    servers: &Servers,
+    first: &World,
     opts: &SimOptions,
     req: Request<Incoming>,
 ) -> (Reply, Option<String>) {
@@ -107,7 +173,7 @@ async fn route(
     if let Some(reply) = check_user_agent(&req) {
         return (reply, None);
     }
-    if let Some(reply) = world.take_fault(endpoint) {
+    if let Some(reply) = first.take_fault(endpoint) {
         return (reply, None);
     }
     let header = |name: &str| {
@@ -124,22 +190,28 @@ async fn route(
         let Ok(url) = url::Url::parse(&format!("{scheme}://{host}/session")) else {
             return (Reply::code(400, "HOST_INVALID"), None);
         };
+        let authorization = header("authorization");
+        let consumer_key = authorization
+            .as_deref()
+            .and_then(|h| parse_authorization_header(h).ok())
+            .map(|signed| signed.params.consumer_key)
+            .unwrap_or_default();
+        let world = servers.find(|w| w.has_consumer_key(&consumer_key));
         let reply = world.handle_session(
-            header("authorization").as_deref(),
+            authorization.as_deref(),
             &url,
             opts.timestamp_window,
             opts.session_ttl,
         );
         return (reply, None);
     }
-    let session = match world.check_session(
-        header(SESSION_HEADER).as_deref(),
-        opts.rotate_sessions,
-        opts.session_ttl,
-    ) {
-        Ok(s) => s,
-        Err(reply) => return (reply, None),
-    };
+    let session = header(SESSION_HEADER);
+    let world = &servers.find(|w| session.as_deref().is_some_and(|s| w.has_session(s)));
+    let session =
+        match world.check_session(session.as_deref(), opts.rotate_sessions, opts.session_ttl) {
+            Ok(s) => s,
+            Err(reply) => return (reply, None),
+        };
     let version = header("x-server-protocol-version")
         .and_then(|v| v.trim().parse::<u32>().ok())
         .unwrap_or(1);

@@ -269,6 +269,39 @@ impl World {
         self.lock().token.clone()
     }
 
+    /// The admin downloads a new token for this MDM server in ABM/ASM ("Download Token"): the
+    /// same consumer key with a new access token, secrets and expiry. The previous token is no
+    /// longer accepted. Returns the new token.
+    pub fn renew_token(&self, expiry: OffsetDateTime) -> ServerToken {
+        let mut s = self.lock();
+        let mut token = super::random_token(expiry);
+        token.consumer_key = s.token.consumer_key.clone();
+        s.token = token.clone();
+        token
+    }
+
+    /// Another MDM server of the same organisation (same page limits and clock), named
+    /// `server_name`, with its own token valid for a year and no devices yet.
+    pub(super) fn sibling(&self, server_name: &str) -> World {
+        let (mut account, page_default, page_max, seed) = {
+            let mut s = self.lock();
+            let seed = s.next_random();
+            (s.account.clone(), s.page_default, s.page_max, seed)
+        };
+        account.server_name = server_name.to_string();
+        account.server_uuid = hex::encode_upper(rand::random::<[u8; 16]>());
+        account.urls.clear();
+        let token = super::random_token(self.now() + Duration::days(365));
+        World::new(
+            self.clock.clone(),
+            token,
+            account,
+            page_default,
+            page_max,
+            seed,
+        )
+    }
+
     /// Adds `n` Macs of mixed models to this MDM server (an `added` event each); returns serials.
     pub fn add_macs(&self, n: usize) -> Vec<String> {
         let now = self.now();
@@ -451,6 +484,16 @@ impl World {
     }
 
     // ---- used by the HTTP layer ------------------------------------------------------------
+
+    /// Whether this server's token has `consumer_key` (which server a `/session` call is for).
+    pub(super) fn has_consumer_key(&self, consumer_key: &str) -> bool {
+        self.lock().token.consumer_key == consumer_key
+    }
+
+    /// Whether this server issued `session` (which server an API call is for).
+    pub(super) fn has_session(&self, session: &str) -> bool {
+        self.lock().sessions.contains_key(session)
+    }
 
     /// Marks a request as being answered until the guard drops.
     pub(super) fn enter(&self) -> InFlight {
