@@ -7,14 +7,6 @@ mod common;
 use common::browser::start_browser;
 use common::{ADMIN_PASSWORD, ADMIN_USER, spawn_app};
 
-async fn snap(browser: &common::browser::Browser, name: &str) {
-    if let Ok(dir) = std::env::var("ORCHARD_SCREENSHOTS") {
-        browser
-            .screenshot(&std::path::Path::new(&dir).join(format!("{name}.png")))
-            .await;
-    }
-}
-
 #[tokio::test]
 async fn first_admin_signs_in_and_out_in_a_browser() {
     let app = spawn_app(&[], &[]).await;
@@ -27,7 +19,7 @@ async fn first_admin_signs_in_and_out_in_a_browser() {
     browser
         .wait_for_heading("Create the first admin account")
         .await;
-    snap(&browser, "setup").await;
+    browser.snap("setup").await;
     browser.fill("#field-username", ADMIN_USER).await;
     browser.fill("#field-password", ADMIN_PASSWORD).await;
     browser
@@ -40,7 +32,7 @@ async fn first_admin_signs_in_and_out_in_a_browser() {
     let text = browser.main_text().await;
     assert!(text.contains("There is a problem"), "{text}");
     assert!(text.contains("The two passwords do not match"), "{text}");
-    snap(&browser, "setup-error").await;
+    browser.snap("setup-error").await;
     // The username was kept.
     let kept = browser
         .find("#field-username")
@@ -59,7 +51,7 @@ async fn first_admin_signs_in_and_out_in_a_browser() {
             .await
             .contains("Your admin account is ready")
     );
-    snap(&browser, "dashboard").await;
+    browser.snap("dashboard").await;
 
     // Sign out.
     browser.click("form[action='/signout'] button").await;
@@ -76,7 +68,7 @@ async fn first_admin_signs_in_and_out_in_a_browser() {
         text.contains("The username or password is not right."),
         "{text}"
     );
-    snap(&browser, "signin-error").await;
+    browser.snap("signin-error").await;
 
     // The right one signs in.
     browser.fill("#field-password", ADMIN_PASSWORD).await;
@@ -86,7 +78,7 @@ async fn first_admin_signs_in_and_out_in_a_browser() {
     // A form whose CSRF token was tampered with is refused and changes nothing.
     browser.goto(&format!("{}/users", app.base_url)).await;
     browser.wait_for_heading("Admin accounts").await;
-    snap(&browser, "users").await;
+    browser.snap("users").await;
     browser
         .client
         .execute(

@@ -7,16 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{Browser, start_browser};
+use common::browser::start_browser;
 use orchard::demo::{DEMO_ADMIN, Demo, DemoArgs};
-
-async fn snap(browser: &Browser, name: &str) {
-    if let Ok(dir) = std::env::var("ORCHARD_SCREENSHOTS") {
-        browser
-            .screenshot(&std::path::Path::new(&dir).join(format!("{name}.png")))
-            .await;
-    }
-}
 
 #[tokio::test]
 async fn admin_watches_devices_arrive_and_uses_the_sync_button() {
@@ -57,7 +49,7 @@ async fn admin_watches_devices_arrive_and_uses_the_sync_button() {
     browser.goto(&format!("{base}/devices")).await;
     browser.wait_for_heading("Devices").await;
     assert!(browser.main_text().await.contains("40 devices match"));
-    snap(&browser, "devices").await;
+    browser.snap("devices").await;
     let serial = demo.sim.world.serials()[7].clone();
     browser.fill("#q", &serial).await;
     browser.click(".filters button[type=submit]").await;
@@ -79,7 +71,7 @@ async fn admin_watches_devices_arrive_and_uses_the_sync_button() {
     browser.click("button[data-role=button]").await;
     browser.wait_for_heading("Sync devices from Apple").await;
     assert!(browser.main_text().await.contains("Sync started"));
-    snap(&browser, "sync-started").await;
+    browser.snap("sync-started").await;
     // Pressed: the button is disabled (running, then the 15-minute rule) and says why.
     let button = browser.find("button[data-role=button]").await;
     assert!(
@@ -104,7 +96,7 @@ async fn admin_watches_devices_arrive_and_uses_the_sync_button() {
     assert!(text.contains("can be used again at"), "{text}");
     let button = browser.find("button[data-role=button]").await;
     assert!(button.attr("disabled").await.unwrap().is_some());
-    snap(&browser, "sync-history").await;
+    browser.snap("sync-history").await;
     browser.close().await;
     demo.stop().await.unwrap();
 }

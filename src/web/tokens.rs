@@ -390,7 +390,7 @@ async fn renew(app: App, req: Req) -> WebResult {
     let current = app.tokens.get(id).map_err(web_error)?;
     let upload = upload_from_form(&req);
     match app.tokens.renew(id, &upload, Replace::No).await {
-        Ok(view) => renewed(&app, &req, view, "renewed server token").await,
+        Ok(view) => renewed(&app, &req, view, None).await,
         Err(TokenError::OtherServer {
             current: name,
             uploaded,
@@ -446,7 +446,7 @@ async fn replace(app: App, req: Req) -> WebResult {
         .renew(id, &upload, Replace::Confirmed { typed_name })
         .await
     {
-        Ok(view) => renewed(&app, &req, view, "replaced server token").await,
+        Ok(view) => renewed(&app, &req, view, Some(&current.server_name)).await,
         Err(e @ TokenError::ConfirmMismatch { .. }) => {
             let mut form = confirm_fields().keep(req.form());
             field_error(&mut form, &e);
@@ -485,8 +485,13 @@ async fn replace(app: App, req: Req) -> WebResult {
     }
 }
 
-async fn renewed(app: &App, req: &Req, view: TokenView, action: &str) -> WebResult {
+/// After a renewal, or a replacement of the server `replaced`: audit, and the token's page.
+async fn renewed(app: &App, req: &Req, view: TokenView, replaced: Option<&str>) -> WebResult {
     let id = view.id.map(|id| id.to_string()).unwrap_or_default();
+    let action = match replaced {
+        None => "renewed server token",
+        Some(_) => "replaced server token",
+    };
     audit::record(
         &app.store,
         app.clock.as_ref(),
@@ -495,13 +500,20 @@ async fn renewed(app: &App, req: &Req, view: TokenView, action: &str) -> WebResu
         &view.server_name,
     )?;
     app.store.flush().await?;
+    let expires = Date(view.expires_at).day();
+    let message = match replaced {
+        None => format!(
+            "Token for \"{}\" renewed. It now expires on {expires}.",
+            view.server_name
+        ),
+        Some(old) => format!(
+            "Token replaced: Orchard now syncs \"{}\" instead of \"{old}\". It expires on {expires}.",
+            view.server_name
+        ),
+    };
     Ok(redirect_with_flash(
         &format!("/tokens/{id}"),
-        Flash::success(format!(
-            "Token for \"{}\" renewed. It now expires on {}.",
-            view.server_name,
-            Date(view.expires_at).day()
-        )),
+        Flash::success(message),
     ))
 }
 

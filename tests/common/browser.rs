@@ -110,8 +110,60 @@ impl Browser {
         el.send_keys(text).await.expect("type");
     }
 
+    /// Chooses `path` in the file input `css`, as an admin picking the file does.
+    pub async fn choose_file(&self, css: &str, path: &std::path::Path) {
+        let el = self.find(css).await;
+        el.send_keys(&path.display().to_string())
+            .await
+            .expect("choose the file");
+    }
+
+    /// GETs `path` from the page with the browser's own session and gives the body's text
+    /// (for a download, which headless Chromium would otherwise save out of reach).
+    pub async fn fetch_text(&self, path: &str) -> String {
+        let script = "var done = arguments[arguments.length - 1];\n\
+            fetch(arguments[0], { credentials: 'same-origin' })\n\
+              .then(function (r) { return r.text().then(function (t) { done([r.status, t]); }); })\n\
+              .catch(function (e) { done([0, String(e)]); });";
+        let answer = self
+            .client
+            .execute_async(script, vec![serde_json::Value::String(path.into())])
+            .await
+            .unwrap_or_else(|e| panic!("fetch {path}: {e}"));
+        assert_eq!(answer[0], 200, "GET {path}: {answer}");
+        answer[1].as_str().expect("text").to_string()
+    }
+
     pub async fn click(&self, css: &str) {
         self.find(css).await.click().await.expect("click");
+    }
+
+    /// Clicks `css` (a submit button or a link) and waits (bounded) until the page it leads to
+    /// has loaded, so nothing is read from the page being left.
+    pub async fn click_and_load(&self, css: &str) {
+        self.client
+            .execute("document.documentElement.dataset.left = 'yes';", vec![])
+            .await
+            .expect("mark the page");
+        self.click(css).await;
+        let deadline = Instant::now() + ELEMENT_TIMEOUT;
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return document.readyState === 'complete' && !document.documentElement.dataset.left;",
+                    vec![],
+                )
+                .await;
+            if matches!(loaded, Ok(serde_json::Value::Bool(true))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} did not load a page within {ELEMENT_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The text of the page's `<main>`.
@@ -142,6 +194,14 @@ impl Browser {
                 panic!("heading {text:?} did not appear; page:\n{source}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// With ORCHARD_SCREENSHOTS=DIR set, saves a screenshot of the page as `DIR/name.png`.
+    pub async fn snap(&self, name: &str) {
+        if let Ok(dir) = std::env::var("ORCHARD_SCREENSHOTS") {
+            self.screenshot(&std::path::Path::new(&dir).join(format!("{name}.png")))
+                .await;
         }
     }
 
