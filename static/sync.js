@@ -7,6 +7,10 @@
     return;
   }
   var wasRunning = {};
+  // 1204 → "1,204", as the server writes counts.
+  function n(value) {
+    return String(value).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
   function set(panel, role, text) {
     var el = panel.querySelector('[data-role="' + role + '"]');
     if (el) {
@@ -27,8 +31,9 @@
         tag.className = "tag tag--blue";
         tag.textContent = "Running";
         status.appendChild(tag);
-        status.appendChild(document.createTextNode(" " + (t.kind || "Sync") + ": " + t.pages + " pages, " +
-          t.devices + " devices so far (" + t.added + " added, " + t.modified + " changed, " + t.removed + " removed)."));
+        status.appendChild(document.createTextNode(" " + (t.kind || "Sync") + ": " + n(t.pages) + " pages, " +
+          n(t.devices) + " devices so far (" + n(t.added) + " added, " + n(t.modified) + " changed, " +
+          n(t.removed) + " removed)."));
         set(panel, "hint", "The button is available again when this sync finishes.");
       } else if (wasRunning[t.token]) {
         // The run just ended: reload once to show its row in the history.

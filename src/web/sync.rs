@@ -43,9 +43,9 @@ struct RunRow {
     trigger: &'static str,
     started: Date,
     duration: String,
-    added: u32,
-    modified: u32,
-    removed: u32,
+    added: String,
+    modified: String,
+    removed: String,
     outcome: Outcome,
     error: Option<String>,
     error_code: Option<String>,
@@ -68,9 +68,9 @@ impl RunRow {
                 .duration()
                 .map(human_duration)
                 .unwrap_or_else(|| "—".into()),
-            added: run.added,
-            modified: run.modified,
-            removed: run.removed,
+            added: thousands(run.added),
+            modified: thousands(run.modified),
+            removed: thousands(run.removed),
             outcome: run.outcome,
             error: run.error.clone(),
             error_code: run.error_code.clone(),
@@ -94,6 +94,27 @@ struct Live {
     next_sync: Option<String>,
     last_ok: Option<String>,
     last_error: Option<String>,
+}
+
+/// 1204 → "1,204", for a run's counts.
+fn thousands(n: u32) -> String {
+    count(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+impl Live {
+    /// What the run under way has done, as `static/sync.js` also writes it: "Incremental sync:
+    /// 3 pages, 1,204 devices so far (1,200 added, 4 changed, 0 removed)."
+    fn progress(&self) -> String {
+        format!(
+            "{}: {} pages, {} devices so far ({} added, {} changed, {} removed).",
+            self.kind.unwrap_or("Sync"),
+            thousands(self.pages),
+            thousands(self.devices),
+            thousands(self.added),
+            thousands(self.modified),
+            thousands(self.removed)
+        )
+    }
 }
 
 struct Panel {
