@@ -51,6 +51,15 @@ async fn submit_upload(browser: &Browser, apple_id: &str, file: &Path) {
         .await;
 }
 
+/// Uploads `file`, a token of another MDM server, on token `id`'s renewal form; Orchard asks
+/// whether to replace the token.
+async fn renew_with_another_servers(browser: &Browser, base: &str, id: &str, file: &Path) {
+    browser.goto(&format!("{base}/tokens/{id}/renew")).await;
+    browser.wait_for_heading("Renew the token").await;
+    submit_upload(browser, APPLE_ID, file).await;
+    browser.wait_for_heading("Replace the token?").await;
+}
+
 /// The text of the error summary that a refused form shows (waits for it).
 async fn error_summary(browser: &Browser) -> String {
     browser
@@ -93,12 +102,7 @@ async fn admin_adds_renews_and_replaces_a_token_and_wrong_files_are_refused() {
     let base = app.base_url.clone();
     let files = tempfile::tempdir().unwrap();
     let browser = start_browser().await;
-    browser.goto(&format!("{base}/signin")).await;
-    browser.wait_for_heading("Sign in to Orchard").await;
-    browser.fill("#field-username", ADMIN_USER).await;
-    browser.fill("#field-password", ADMIN_PASSWORD).await;
-    browser.click_and_load("main button[type=submit]").await;
-    browser.wait_for_heading("Dashboard").await;
+    browser.sign_in(&base, ADMIN_USER, ADMIN_PASSWORD).await;
 
     // Step 1: the public key.
     browser.click("nav a[href='/tokens']").await;
@@ -281,10 +285,7 @@ async fn admin_adds_renews_and_replaces_a_token_and_wrong_files_are_refused() {
         "Staff Macs",
         &pem,
     );
-    browser.goto(&format!("{base}/tokens/{id}/renew")).await;
-    browser.wait_for_heading("Renew the token").await;
-    submit_upload(&browser, APPLE_ID, &staff_file).await;
-    browser.wait_for_heading("Replace the token?").await;
+    renew_with_another_servers(&browser, &base, &id, &staff_file).await;
     let text = browser.main_text().await;
     assert!(
         text.contains(&format!(
@@ -298,6 +299,11 @@ async fn admin_adds_renews_and_replaces_a_token_and_wrong_files_are_refused() {
         after_renewal,
         "refused: nothing changed"
     );
+    let row = token_row(&browser, &base).await;
+    assert!(row.contains(SERVER) && !row.contains("Staff Macs"), "{row}");
+
+    // The wrong name typed: refused beside the field, nothing changed.
+    renew_with_another_servers(&browser, &base, &id, &staff_file).await;
     browser.fill("#field-confirm_name", "Staff Macs").await;
     browser
         .click_and_load("main form button[type=submit]")
@@ -314,14 +320,8 @@ async fn admin_adds_renews_and_replaces_a_token_and_wrong_files_are_refused() {
         after_renewal,
         "a wrong name changes nothing"
     );
-    let row = token_row(&browser, &base).await;
-    assert!(row.contains(SERVER) && !row.contains("Staff Macs"), "{row}");
 
     // Typed exactly: the token is replaced by the other server's.
-    browser.goto(&format!("{base}/tokens/{id}/renew")).await;
-    browser.wait_for_heading("Renew the token").await;
-    submit_upload(&browser, APPLE_ID, &staff_file).await;
-    browser.wait_for_heading("Replace the token?").await;
     browser.fill("#field-confirm_name", SERVER).await;
     browser
         .click_and_load("main form button[type=submit]")

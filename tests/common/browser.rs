@@ -94,6 +94,16 @@ impl Browser {
         self.client.goto(url).await.expect("navigate");
     }
 
+    /// Signs in at `base` through the sign-in form and waits for the dashboard.
+    pub async fn sign_in(&self, base: &str, username: &str, password: &str) {
+        self.goto(&format!("{base}/signin")).await;
+        self.wait_for_heading("Sign in to Orchard").await;
+        self.fill("#field-username", username).await;
+        self.fill("#field-password", password).await;
+        self.click_and_load("main button[type=submit]").await;
+        self.wait_for_heading("Dashboard").await;
+    }
+
     /// Waits (bounded) for an element and returns it.
     pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
         self.client
