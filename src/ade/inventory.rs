@@ -5,7 +5,10 @@
 //! All device writes go through [`Inventory`], which keeps the index in step with the store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::ops::Bound;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use memchr::memmem;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -213,7 +216,7 @@ pub struct Tombstone {
     pub deleted_at: OffsetDateTime,
 }
 
-/// What the Devices page shows for one row, plus lower-cased copies for search.
+/// What the Devices page shows for one row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub serial: String,
@@ -232,18 +235,10 @@ pub struct Summary {
     pub removed_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub first_seen: OffsetDateTime,
-    #[serde(skip)]
-    search: String,
 }
 
 impl Summary {
     fn of(d: &Device) -> Summary {
-        let search = format!(
-            "{}\u{1}{}\u{1}{}",
-            d.model.to_lowercase(),
-            d.description.to_lowercase(),
-            d.user.as_deref().unwrap_or("").to_lowercase()
-        );
         Summary {
             serial: d.serial.clone(),
             token_id: d.token_id.clone(),
@@ -258,7 +253,6 @@ impl Summary {
             last_checkin: d.last_checkin,
             removed_at: d.removed_at,
             first_seen: d.first_seen,
-            search,
         }
     }
 }
@@ -325,36 +319,6 @@ pub struct Query {
     pub per_page: usize,
 }
 
-impl Query {
-    fn matcher(&self) -> impl Fn(&Summary) -> bool + '_ {
-        let needle = self.search.trim().to_lowercase();
-        let serial_needle = self.search.trim().to_uppercase();
-        move |s: &Summary| {
-            if self
-                .token_id
-                .as_ref()
-                .is_some_and(|t| s.token_id.as_ref() != Some(t))
-                || self
-                    .profile_name
-                    .as_ref()
-                    .is_some_and(|p| s.profile_name.as_ref() != Some(p))
-                || self.state.is_some_and(|st| s.state != st)
-            {
-                return false;
-            }
-            let removed_ok = match self.removed {
-                Removed::Include => true,
-                Removed::Exclude => s.removed_at.is_none(),
-                Removed::Only => s.removed_at.is_some(),
-            };
-            removed_ok
-                && (needle.is_empty()
-                    || s.serial.starts_with(&serial_needle)
-                    || s.search.contains(&needle))
-        }
-    }
-}
-
 /// One page of answers.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -363,37 +327,6 @@ pub struct Page {
     pub page: usize,
     pub pages: usize,
     pub per_page: usize,
-}
-
-#[derive(Default)]
-struct Index {
-    /// Every device by serial (so the default order needs no sort).
-    by_serial: BTreeMap<String, Arc<Summary>>,
-    by_state: HashMap<DeviceState, usize>,
-}
-
-impl Index {
-    fn insert(&mut self, summary: Summary) {
-        *self.by_state.entry(summary.state).or_default() += 1;
-        if let Some(old) = self
-            .by_serial
-            .insert(summary.serial.clone(), Arc::new(summary))
-        {
-            self.forget_state(old.state);
-        }
-    }
-
-    fn remove(&mut self, serial: &str) {
-        if let Some(old) = self.by_serial.remove(serial) {
-            self.forget_state(old.state);
-        }
-    }
-
-    fn forget_state(&mut self, state: DeviceState) {
-        if let Some(n) = self.by_state.get_mut(&state) {
-            *n = n.saturating_sub(1);
-        }
-    }
 }
 
 /// The inventory. Cheap to clone.
@@ -545,9 +478,9 @@ impl Inventory {
 
     /// Serials of one token's devices (or every device), from the index.
     pub fn serials(&self, token_id: Option<&str>) -> Vec<String> {
-        self.read_index()
-            .by_serial
-            .values()
+        let index = self.read_index();
+        (index.by_serial.values())
+            .map(|&at| &index.entries[at].summary)
             .filter(|s| token_id.is_none() || s.token_id.as_deref() == token_id)
             .map(|s| s.serial.clone())
             .collect()
@@ -555,14 +488,8 @@ impl Inventory {
 
     /// The enrollment profile names devices carry, sorted (for the profile filter).
     pub fn profile_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .read_index()
-            .by_serial
-            .values()
-            .filter_map(|s| s.profile_name.clone())
-            .collect();
+        let mut names = self.read_index().profiles.all();
         names.sort();
-        names.dedup();
         names
     }
 
@@ -571,12 +498,12 @@ impl Inventory {
         let index = self.read_index();
         DeviceState::ALL
             .into_iter()
-            .map(|s| (s, index.by_state.get(&s).copied().unwrap_or(0)))
+            .map(|s| (s, index.by_state[s as usize]))
             .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.read_index().by_serial.len()
+        self.read_index().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -585,78 +512,37 @@ impl Inventory {
 
     /// Devices of one token.
     pub fn count_for_token(&self, token_id: &str) -> usize {
-        self.read_index()
-            .by_serial
-            .values()
-            .filter(|s| s.token_id.as_deref() == Some(token_id))
-            .count()
+        let index = self.read_index();
+        index
+            .tokens
+            .get(token_id)
+            .map_or(0, |sym| index.tokens.uses(sym))
     }
 
     /// Summaries of all devices, ordered by first sighting (for the dashboard chart).
     pub fn first_seen_dates(&self) -> Vec<(OffsetDateTime, DeviceState)> {
         let mut v: Vec<_> = self
             .read_index()
-            .by_serial
-            .values()
-            .map(|s| (s.first_seen, s.state))
+            .entries
+            .iter()
+            .map(|e| (e.summary.first_seen, e.state))
             .collect();
         v.sort_by_key(|(t, _)| *t);
         v
     }
 
-    /// Answers the Devices page.
+    /// Answers the Devices page: one page of the matching devices in the query's order, and how
+    /// many match in all.
     pub fn query(&self, q: &Query) -> Page {
-        let index = self.read_index();
-        let matches = q.matcher();
         let per_page = q.per_page.clamp(1, 500);
         let page = q.page.max(1);
-        let skip = (page - 1) * per_page;
-        let (matching, rows) = if q.sort == SortKey::Serial {
-            // The index is already in serial order: count everything, keep only the page.
-            let mut matching = 0;
-            let mut rows = Vec::with_capacity(per_page);
-            let iter: Box<dyn Iterator<Item = &Arc<Summary>>> = if q.descending {
-                Box::new(index.by_serial.values().rev())
-            } else {
-                Box::new(index.by_serial.values())
-            };
-            for s in iter {
-                if matches(s) {
-                    if matching >= skip && rows.len() < per_page {
-                        rows.push(s.clone());
-                    }
-                    matching += 1;
-                }
-            }
-            (matching, rows)
-        } else {
-            let mut all: Vec<&Arc<Summary>> =
-                index.by_serial.values().filter(|s| matches(s)).collect();
-            let matching = all.len();
-            let cmp = |a: &&Arc<Summary>, b: &&Arc<Summary>| {
-                let ord = match q.sort {
-                    SortKey::Serial => std::cmp::Ordering::Equal,
-                    SortKey::Model => a.model.cmp(&b.model),
-                    SortKey::Description => a.description.cmp(&b.description),
-                    SortKey::State => a.state.cmp(&b.state),
-                    SortKey::User => a.user.cmp(&b.user),
-                    SortKey::LastCheckin => a.last_checkin.cmp(&b.last_checkin),
-                    SortKey::FirstSeen => a.first_seen.cmp(&b.first_seen),
-                };
-                // Ties keep serial order, so pages are stable.
-                let ord = ord.then_with(|| a.serial.cmp(&b.serial));
-                if q.descending { ord.reverse() } else { ord }
-            };
-            // Only the rows up to the end of this page need to be in order.
-            let end = (skip + per_page).min(matching);
-            if end > 0 && end < matching {
-                all.select_nth_unstable_by(end - 1, cmp);
-                all.truncate(end);
-            }
-            all.sort_unstable_by(cmp);
-            let rows = all.into_iter().skip(skip).take(per_page).cloned().collect();
-            (matching, rows)
-        };
+        let index = self.read_index();
+        let (matching, found) = index.matching(q);
+        let rows = found
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .map(|e| e.summary.clone())
+            .collect();
         Page {
             rows,
             matching,
@@ -666,24 +552,413 @@ impl Inventory {
         }
     }
 
-    /// Every serial the query matches (for "select everything the filter matches").
+    /// Every serial the query matches, in serial order (for "select everything the filter
+    /// matches").
     pub fn matching_serials(&self, q: &Query) -> Vec<String> {
-        let matches = q.matcher();
-        self.read_index()
-            .by_serial
-            .values()
-            .filter(|s| matches(s))
-            .map(|s| s.serial.clone())
-            .collect()
+        let q = Query {
+            sort: SortKey::Serial,
+            descending: false,
+            ..q.clone()
+        };
+        let index = self.read_index();
+        let (_, found) = index.matching(&q);
+        found.map(|e| e.summary.serial.clone()).collect()
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        // Index updates are single map operations; a poisoned lock still holds a usable index.
+        // Index updates only follow positions and numbers the index gave out, so they do not
+        // panic; a poisoned lock still holds a usable index.
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The devices in memory, arranged to answer queries without looking at every device's text:
+/// the distinct strings are kept once, each device holds their numbers, and each sort order is a
+/// list of positions made by the first query that needs it after a change. Sync writes in
+/// batches and the page reads far more often, so a write only drops the orders it affects.
+#[derive(Default)]
+struct Index {
+    /// Every device, in no particular order (a removal moves the last one into the gap).
+    entries: Vec<Entry>,
+    /// Each device's position in `entries`, by serial: the serial order, and serial prefix
+    /// search as a range.
+    by_serial: BTreeMap<String, usize>,
+    models: Strings,
+    descriptions: Strings,
+    users: Strings,
+    tokens: Strings,
+    profiles: Strings,
+    /// Devices per state, by `DeviceState as usize`.
+    by_state: [usize; DeviceState::ALL.len()],
+    /// Positions in `entries` in each sort key's ascending order (by `SortKey as usize`), ties
+    /// in serial order. A new or removed device empties them all; a changed one, those by what
+    /// changed.
+    orders: [OnceLock<Vec<usize>>; SortKey::ALL.len()],
+}
+
+/// One device in the index: its row, and the numbers a query compares.
+struct Entry {
+    summary: Arc<Summary>,
+    state: DeviceState,
+    token: Option<Sym>,
+    profile: Option<Sym>,
+    model: Sym,
+    description: Sym,
+    user: Option<Sym>,
+}
+
+/// A query turned into numbers for one index.
+struct Filter {
+    token: Option<Sym>,
+    profile: Option<Sym>,
+    state: Option<DeviceState>,
+    removed: Removed,
+    search: Option<Search>,
+}
+
+/// By string number: whether its lower-case text contains the search text.
+struct Search {
+    models: Vec<bool>,
+    descriptions: Vec<bool>,
+    users: Vec<bool>,
+    /// By position in `entries`: whether the serial starts with the search text.
+    serial: Vec<bool>,
+}
+
+impl Index {
+    fn insert(&mut self, summary: Summary) {
+        let entry = Entry {
+            state: summary.state,
+            token: summary.token_id.as_deref().map(|t| self.tokens.intern(t)),
+            profile: summary
+                .profile_name
+                .as_deref()
+                .map(|p| self.profiles.intern(p)),
+            model: self.models.intern(&summary.model),
+            description: self.descriptions.intern(&summary.description),
+            user: summary.user.as_deref().map(|u| self.users.intern(u)),
+            summary: Arc::new(summary),
+        };
+        self.by_state[entry.state as usize] += 1;
+        match self.by_serial.get(&entry.summary.serial) {
+            Some(&at) => {
+                // The device keeps its place: only the orders by what changed are stale.
+                for (key, _) in SortKey::ALL {
+                    if !entry.sorts_with(&self.entries[at], key) {
+                        self.orders[key as usize] = OnceLock::new();
+                    }
+                }
+                let old = std::mem::replace(&mut self.entries[at], entry);
+                self.forget(old);
+            }
+            None => {
+                self.by_serial
+                    .insert(entry.summary.serial.clone(), self.entries.len());
+                self.entries.push(entry);
+                self.orders = Default::default();
+            }
+        }
+    }
+
+    fn remove(&mut self, serial: &str) {
+        let Some(at) = self.by_serial.remove(serial) else {
+            return;
+        };
+        let old = self.entries.swap_remove(at);
+        if let Some(moved) = self.entries.get(at) {
+            self.by_serial.insert(moved.summary.serial.clone(), at);
+        }
+        self.forget(old);
+        self.orders = Default::default();
+    }
+
+    /// Releases what a replaced or removed entry held.
+    fn forget(&mut self, old: Entry) {
+        self.by_state[old.state as usize] -= 1;
+        if let Some(sym) = old.token {
+            self.tokens.release(sym);
+        }
+        if let Some(sym) = old.profile {
+            self.profiles.release(sym);
+        }
+        self.models.release(old.model);
+        self.descriptions.release(old.description);
+        if let Some(sym) = old.user {
+            self.users.release(sym);
+        }
+    }
+
+    /// How many devices `q` matches, and the devices in its order (all pages).
+    fn matching<'a>(&'a self, q: &Query) -> (usize, impl Iterator<Item = &'a Entry> + 'a) {
+        // Each device is tested in the order of `entries`, reading memory front to back (several
+        // times quicker than in a sort order); the sort order then only looks up the answers,
+        // and stops where the page ends.
+        let hits: Vec<bool> = match self.filter(q) {
+            Some(filter) => (self.entries.iter().enumerate())
+                .map(|(at, e)| filter.matches(at, e))
+                .collect(),
+            // A token or profile no device carries: nothing matches.
+            None => Vec::new(),
+        };
+        let count = hits.iter().filter(|&&hit| hit).count();
+        let order = if count == 0 { &[] } else { self.order(q.sort) };
+        let descending = q.descending;
+        let n = order.len();
+        let found = (0..n).filter_map(move |i| {
+            let at = order[if descending { n - 1 - i } else { i }];
+            hits[at].then(|| &self.entries[at])
+        });
+        (count, found)
+    }
+
+    /// `q` in numbers; `None` when it names a token or profile no device carries.
+    fn filter(&self, q: &Query) -> Option<Filter> {
+        let token = match &q.token_id {
+            Some(t) => Some(self.tokens.get(t)?),
+            None => None,
+        };
+        let profile = match &q.profile_name {
+            Some(p) => Some(self.profiles.get(p)?),
+            None => None,
+        };
+        let needle = q.search.trim();
+        let search = (!needle.is_empty()).then(|| {
+            // Serials are upper case, so a prefix is a range of the serial order.
+            let prefix = needle.to_uppercase();
+            let mut serial = vec![false; self.entries.len()];
+            for (_, &at) in self
+                .by_serial
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                .take_while(|(s, _)| s.starts_with(&prefix))
+            {
+                serial[at] = true;
+            }
+            let lower = needle.to_lowercase();
+            let finder = memmem::Finder::new(&lower);
+            Search {
+                models: self.models.containing(&finder),
+                descriptions: self.descriptions.containing(&finder),
+                users: self.users.containing(&finder),
+                serial,
+            }
+        });
+        Some(Filter {
+            token,
+            profile,
+            state: q.state,
+            removed: q.removed,
+            search,
+        })
+    }
+
+    /// Positions in `entries` in `key`'s ascending order, ties in serial order.
+    fn order(&self, key: SortKey) -> &[usize] {
+        self.orders[key as usize].get_or_init(|| {
+            // Each device's value, as a number: read front to back through `entries`, which is
+            // far quicker than in serial order, then sorted beside its device.
+            let values = |value: &dyn Fn(&Entry) -> i128| -> Vec<i128> {
+                self.entries.iter().map(value).collect()
+            };
+            let rank = |ranks: &[usize], sym: Sym| ranks[sym.at()] as i128;
+            // No real date is at `i128::MIN` nanoseconds.
+            let time =
+                |t: Option<OffsetDateTime>| t.map_or(i128::MIN, |t| t.unix_timestamp_nanos());
+            let values = match key {
+                SortKey::Serial => return self.by_serial.values().copied().collect(),
+                SortKey::Model => {
+                    let ranks = self.models.ranks();
+                    values(&|e| rank(ranks, e.model))
+                }
+                SortKey::Description => {
+                    let ranks = self.descriptions.ranks();
+                    values(&|e| rank(ranks, e.description))
+                }
+                SortKey::User => {
+                    let ranks = self.users.ranks();
+                    // No user first.
+                    values(&|e| e.user.map_or(-1, |u| rank(ranks, u)))
+                }
+                SortKey::State => values(&|e| e.state as i128),
+                SortKey::LastCheckin => values(&|e| time(e.summary.last_checkin)),
+                SortKey::FirstSeen => values(&|e| time(Some(e.summary.first_seen))),
+            };
+            // A stable sort of the serial order, so ties stay in serial order.
+            let serial = self.order(SortKey::Serial);
+            let mut keyed: Vec<(i128, usize)> = serial.iter().map(|&at| (values[at], at)).collect();
+            keyed.sort_by_key(|&(value, _)| value);
+            keyed.into_iter().map(|(_, at)| at).collect()
+        })
+    }
+}
+
+impl Entry {
+    /// Whether the two have the same value for `key` (the same device before and after a
+    /// change, so the serial is the same).
+    fn sorts_with(&self, other: &Entry, key: SortKey) -> bool {
+        match key {
+            SortKey::Serial => true,
+            SortKey::Model => self.model == other.model,
+            SortKey::Description => self.description == other.description,
+            SortKey::State => self.state == other.state,
+            SortKey::User => self.user == other.user,
+            SortKey::LastCheckin => self.summary.last_checkin == other.summary.last_checkin,
+            SortKey::FirstSeen => self.summary.first_seen == other.summary.first_seen,
+        }
+    }
+}
+
+impl Filter {
+    /// Whether the entry at position `at` matches.
+    fn matches(&self, at: usize, e: &Entry) -> bool {
+        let removed_ok = match self.removed {
+            Removed::Include => true,
+            // A device is in the removed state exactly when it has a removal date.
+            Removed::Exclude => e.state != DeviceState::Removed,
+            Removed::Only => e.state == DeviceState::Removed,
+        };
+        removed_ok
+            && self.token.is_none_or(|t| e.token == Some(t))
+            && self.profile.is_none_or(|p| e.profile == Some(p))
+            && self.state.is_none_or(|s| e.state == s)
+            && self.search.as_ref().is_none_or(|s| {
+                s.serial[at]
+                    || s.models[e.model.at()]
+                    || s.descriptions[e.description.at()]
+                    || e.user.is_some_and(|u| s.users[u.at()])
+            })
+    }
+}
+
+/// A string's number in its [`Strings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sym(u32);
+
+impl Sym {
+    fn at(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Distinct strings, each kept once with how many devices use it. A fleet has a few dozen models
+/// and descriptions, so a text search tests each once, not once a device.
+#[derive(Default)]
+struct Strings {
+    numbers: HashMap<Arc<str>, Sym>,
+    /// By number; an unused number has empty text until it is given out again.
+    strings: Vec<Interned>,
+    unused: Vec<Sym>,
+    /// Made when first needed after a new string arrives. A string that falls out of use stays
+    /// in them, which is harmless: no device refers to its number.
+    ranks: OnceLock<Vec<usize>>,
+    haystack: OnceLock<Haystack>,
+}
+
+#[derive(Default)]
+struct Interned {
+    text: Arc<str>,
+    uses: usize,
+}
+
+/// The lower case of every string, one after another, so a search reads them in one pass.
+struct Haystack {
+    text: Vec<u8>,
+    /// By number: where its text ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    /// The number of `text`, counting one more use.
+    fn intern(&mut self, text: &str) -> Sym {
+        if let Some(&sym) = self.numbers.get(text) {
+            self.strings[sym.at()].uses += 1;
+            return sym;
+        }
+        let interned = Interned {
+            text: Arc::from(text),
+            uses: 1,
+        };
+        let sym = match self.unused.pop() {
+            Some(sym) => {
+                self.strings[sym.at()] = interned;
+                sym
+            }
+            None => {
+                // 2^32 distinct strings would need hundreds of GiB before this could fail.
+                let sym = Sym(u32::try_from(self.strings.len()).expect("fewer than 2^32 strings"));
+                self.strings.push(interned);
+                sym
+            }
+        };
+        self.numbers
+            .insert(self.strings[sym.at()].text.clone(), sym);
+        self.ranks = OnceLock::new();
+        self.haystack = OnceLock::new();
+        sym
+    }
+
+    /// Counts one use fewer; an unused string is forgotten.
+    fn release(&mut self, sym: Sym) {
+        let interned = &mut self.strings[sym.at()];
+        interned.uses -= 1;
+        if interned.uses == 0 {
+            self.numbers.remove(&interned.text);
+            *interned = Interned::default();
+            self.unused.push(sym);
+        }
+    }
+
+    fn get(&self, text: &str) -> Option<Sym> {
+        self.numbers.get(text).copied()
+    }
+
+    fn uses(&self, sym: Sym) -> usize {
+        self.strings[sym.at()].uses
+    }
+
+    /// Every string in use.
+    fn all(&self) -> Vec<String> {
+        self.numbers.keys().map(|t| t.to_string()).collect()
+    }
+
+    /// By number: whether its lower case contains the needle (lower case, not empty).
+    fn containing(&self, needle: &memmem::Finder) -> Vec<bool> {
+        let haystack = self.haystack.get_or_init(|| {
+            let mut text = Vec::new();
+            let mut ends = Vec::with_capacity(self.strings.len());
+            for s in &self.strings {
+                text.extend_from_slice(s.text.to_lowercase().as_bytes());
+                ends.push(text.len());
+            }
+            Haystack { text, ends }
+        });
+        let mut hits = vec![false; self.strings.len()];
+        let mut from = 0;
+        while let Some(found) = needle.find(&haystack.text[from..]) {
+            let start = from + found;
+            // The string the match starts in; a match that runs past its end spans two
+            // strings, and any later one in it would too.
+            let at = haystack.ends.partition_point(|&end| end <= start);
+            hits[at] = start + needle.needle().len() <= haystack.ends[at];
+            from = haystack.ends[at];
+        }
+        hits
+    }
+
+    /// By number: the place of its text in byte order.
+    fn ranks(&self) -> &[usize] {
+        self.ranks.get_or_init(|| {
+            let mut by_text: Vec<usize> = (0..self.strings.len()).collect();
+            by_text.sort_unstable_by(|a, b| self.strings[*a].text.cmp(&self.strings[*b].text));
+            let mut ranks = vec![0; by_text.len()];
+            for (rank, at) in by_text.into_iter().enumerate() {
+                ranks[at] = rank;
+            }
+            ranks
+        })
     }
 }
 
@@ -702,6 +977,8 @@ fn history_key(serial: &str, id: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-09-01 08:00 UTC);
@@ -884,6 +1161,332 @@ mod tests {
             ..Query::default()
         };
         assert_eq!(reopened.query(&q).matching, 1);
+    }
+
+    /// The plain answer the index must agree with: each device tested one by one, then all
+    /// sorted. The serials of every match, in order.
+    fn plain_query(devices: &BTreeMap<String, Device>, q: &Query) -> Vec<String> {
+        let needle = q.search.trim().to_lowercase();
+        let prefix = q.search.trim().to_uppercase();
+        let mut found: Vec<Summary> = devices
+            .values()
+            .map(Summary::of)
+            .filter(|s| {
+                let removed_ok = match q.removed {
+                    Removed::Include => true,
+                    Removed::Exclude => s.removed_at.is_none(),
+                    Removed::Only => s.removed_at.is_some(),
+                };
+                let text = [
+                    &s.model,
+                    &s.description,
+                    s.user.as_ref().unwrap_or(&s.model),
+                ];
+                removed_ok
+                    && q.token_id
+                        .as_ref()
+                        .is_none_or(|t| s.token_id.as_ref() == Some(t))
+                    && (q.profile_name.as_ref()).is_none_or(|p| s.profile_name.as_ref() == Some(p))
+                    && q.state.is_none_or(|st| s.state == st)
+                    && (needle.is_empty()
+                        || s.serial.starts_with(&prefix)
+                        || text.iter().any(|t| t.to_lowercase().contains(&needle)))
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            let ord = match q.sort {
+                SortKey::Serial => std::cmp::Ordering::Equal,
+                SortKey::Model => a.model.cmp(&b.model),
+                SortKey::Description => a.description.cmp(&b.description),
+                SortKey::State => a.state.cmp(&b.state),
+                SortKey::User => a.user.cmp(&b.user),
+                SortKey::LastCheckin => a.last_checkin.cmp(&b.last_checkin),
+                SortKey::FirstSeen => a.first_seen.cmp(&b.first_seen),
+            }
+            .then_with(|| a.serial.cmp(&b.serial));
+            if q.descending { ord.reverse() } else { ord }
+        });
+        found.into_iter().map(|s| s.serial).collect()
+    }
+
+    fn pick<'a, T>(rng: &mut StdRng, from: &'a [T]) -> &'a T {
+        &from[rng.random_range(0..from.len())]
+    }
+
+    /// A device with fields drawn from small sets, so searches, filters and sort ties all hit.
+    fn random_device(rng: &mut StdRng, serial: &str) -> Device {
+        let mut d = Device::new(serial, *pick(rng, &[None, Some("t1"), Some("t2")]), NOW);
+        d.model = pick(rng, &["Mac15,3", "Mac14,2", "iMac21,1", "", "MACBOOK Ünï"]).to_string();
+        d.description = pick(
+            rng,
+            &["MacBook Air", "MacBook Pro", "iMac 24-inch", "", "Mac mini"],
+        )
+        .to_string();
+        d.user = match rng.random_range(0..4) {
+            0 => None,
+            1 => Some("Ada Lovelace".into()),
+            _ => Some(format!("user{}", rng.random_range(0..300))),
+        };
+        d.profile_name = pick(rng, &[None, Some("Staff"), Some("Lab")]).map(str::to_string);
+        d.profile_uuid = d.profile_name.as_ref().map(|p| format!("uuid-{p}"));
+        d.profile_status = pick(rng, &["empty", "assigned", "pushed"]).to_string();
+        d.enrollment = *pick(
+            rng,
+            &[
+                Enrollment::NotEnrolled,
+                Enrollment::Enrolling,
+                Enrollment::Enrolled,
+                Enrollment::Unenrolled,
+            ],
+        );
+        d.removed_at = rng.random_bool(0.1).then_some(NOW);
+        d.last_checkin = rng
+            .random_bool(0.7)
+            .then(|| NOW - time::Duration::minutes(rng.random_range(0..50)));
+        d.first_seen = NOW - time::Duration::days(rng.random_range(0..20));
+        d
+    }
+
+    fn random_serial(rng: &mut StdRng) -> String {
+        // Mostly Apple's upper case; now and then lower case, which a search never matches as a
+        // serial prefix (it is upper-cased) but may match through digits.
+        let chars: &[u8] = if rng.random_bool(0.05) {
+            b"bc01"
+        } else {
+            b"BCDF0123"
+        };
+        (0..6).map(|_| char::from(*pick(rng, chars))).collect()
+    }
+
+    fn random_query(rng: &mut StdRng, devices: &BTreeMap<String, Device>) -> Query {
+        let serials: Vec<&String> = devices.keys().collect();
+        let search = match rng.random_range(0..4) {
+            0 => String::new(),
+            1 if !serials.is_empty() => {
+                let serial = pick(rng, &serials);
+                let prefix = &serial[..rng.random_range(1..=serial.len())];
+                if rng.random_bool(0.5) {
+                    prefix.to_lowercase()
+                } else {
+                    format!(" {prefix} ")
+                }
+            }
+            _ => pick(
+                rng,
+                &[
+                    "mac",
+                    "MACBOOK",
+                    "book a",
+                    "user1",
+                    "user29",
+                    "ada",
+                    "zz",
+                    " pro ",
+                    "c",
+                    "ü",
+                    "1",
+                    "14,",
+                    "-inch",
+                    "2u",
+                    "3mac",
+                    "ada lovelaceuser",
+                ],
+            )
+            .to_string(),
+        };
+        let state = rng.random_bool(0.3).then(|| *pick(rng, &DeviceState::ALL));
+        Query {
+            search,
+            token_id: pick(rng, &[None, None, Some("t1"), Some("t2"), Some("nope")])
+                .map(str::to_string),
+            profile_name: pick(rng, &[None, None, Some("Staff"), Some("Lab"), Some("nope")])
+                .map(str::to_string),
+            state,
+            removed: *pick(rng, &[Removed::Include, Removed::Exclude, Removed::Only]),
+            sort: pick(rng, &SortKey::ALL).0,
+            descending: rng.random_bool(0.5),
+            page: *pick(rng, &[0, 1, 1, 2, 3, 5, 40]),
+            per_page: *pick(rng, &[0, 1, 7, 50, 600]),
+        }
+    }
+
+    /// Checks `n` random queries, and the counts, against the plain answer.
+    fn assert_agrees(
+        inv: &Inventory,
+        devices: &BTreeMap<String, Device>,
+        rng: &mut StdRng,
+        n: usize,
+    ) {
+        for _ in 0..n {
+            assert_query_agrees(inv, devices, &random_query(rng, devices));
+        }
+        assert_counts_agree(inv, devices);
+    }
+
+    fn assert_query_agrees(inv: &Inventory, devices: &BTreeMap<String, Device>, q: &Query) {
+        let page = inv.query(q);
+        let all = plain_query(devices, q);
+        let per_page = q.per_page.clamp(1, 500);
+        let skip = (q.page.max(1) - 1) * per_page;
+        let plain_rows: Vec<&String> = all.iter().skip(skip).take(per_page).collect();
+        let rows: Vec<&String> = page.rows.iter().map(|r| &r.serial).collect();
+        assert_eq!((page.matching, rows), (all.len(), plain_rows), "{q:?}");
+        assert_eq!(page.pages, all.len().div_ceil(per_page).max(1));
+        let in_serial_order = Query {
+            sort: SortKey::Serial,
+            descending: false,
+            ..q.clone()
+        };
+        assert_eq!(
+            inv.matching_serials(q),
+            plain_query(devices, &in_serial_order),
+            "{q:?}"
+        );
+    }
+
+    fn assert_counts_agree(inv: &Inventory, devices: &BTreeMap<String, Device>) {
+        for (state, n) in inv.counts() {
+            let plain = devices.values().filter(|d| d.state() == state).count();
+            assert_eq!(n, plain, "{state:?}");
+        }
+        for token in ["t1", "t2", "nope"] {
+            let plain = devices
+                .values()
+                .filter(|d| d.token_id.as_deref() == Some(token))
+                .count();
+            assert_eq!(inv.count_for_token(token), plain);
+        }
+        let mut profiles: Vec<String> = devices
+            .values()
+            .filter_map(|d| d.profile_name.clone())
+            .collect();
+        profiles.sort();
+        profiles.dedup();
+        assert_eq!(inv.profile_names(), profiles);
+        assert_eq!(inv.len(), devices.len());
+        assert_eq!(
+            inv.serials(None),
+            devices.keys().cloned().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn index_answers_what_a_plain_filter_and_sort_would() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let inv = Inventory::open(Store::memory()).unwrap();
+        let mut devices = BTreeMap::new();
+        for _ in 0..2000 {
+            let serial = random_serial(&mut rng);
+            let d = random_device(&mut rng, &serial);
+            inv.save(&d, &[]).unwrap();
+            devices.insert(d.serial.clone(), d);
+        }
+        assert_agrees(&inv, &devices, &mut rng, 300);
+
+        // The same query in every order before and after each write: the second time sees the
+        // index as it is now, never an order the first left behind.
+        let in_every_order = |inv: &Inventory, devices: &BTreeMap<String, Device>, q: &Query| {
+            for (sort, _) in SortKey::ALL {
+                assert_query_agrees(inv, devices, &Query { sort, ..q.clone() });
+            }
+        };
+        for round in 0..200 {
+            let q = random_query(&mut rng, &devices);
+            in_every_order(&inv, &devices, &q);
+            let serials: Vec<String> = devices.keys().cloned().collect();
+            let serial = pick(&mut rng, &serials).clone();
+            match rng.random_range(0..8) {
+                0 => {
+                    let serial = random_serial(&mut rng);
+                    let d = random_device(&mut rng, &serial);
+                    inv.save(&d, &[]).unwrap();
+                    devices.insert(d.serial.clone(), d);
+                }
+                1 => {
+                    let fresh = random_device(&mut rng, &serial);
+                    inv.modify(&serial, |d| {
+                        *d = fresh.clone();
+                        vec![]
+                    })
+                    .unwrap();
+                    devices.insert(serial, fresh);
+                }
+                2 => {
+                    inv.delete(std::slice::from_ref(&serial), NOW).unwrap();
+                    devices.remove(&serial);
+                }
+                3 => {
+                    inv.purge(&serial).unwrap();
+                    devices.remove(&serial);
+                }
+                _ => {
+                    // One field, so the orders by the others are kept.
+                    let mut d = devices[&serial].clone();
+                    match rng.random_range(0..7) {
+                        0 => d.model = random_device(&mut rng, &serial).model,
+                        1 => d.description = format!("Changed {round}"),
+                        2 => d.user = Some(format!("new user {round}")),
+                        3 => d.last_checkin = Some(NOW + time::Duration::minutes(round)),
+                        4 => d.removed_at = d.removed_at.xor(Some(NOW)),
+                        5 => d.enrollment = Enrollment::Enrolled,
+                        _ => d.first_seen = NOW - time::Duration::days(rng.random_range(0..20)),
+                    }
+                    inv.save(&d, &[]).unwrap();
+                    devices.insert(serial, d);
+                }
+            }
+            in_every_order(&inv, &devices, &q);
+            if round % 50 == 0 {
+                assert_counts_agree(&inv, &devices);
+            }
+        }
+        assert_agrees(&inv, &devices, &mut rng, 200);
+
+        let reopened = Inventory::open(inv.store().clone()).unwrap();
+        assert_agrees(&reopened, &devices, &mut rng, 100);
+
+        for serial in devices.keys() {
+            inv.purge(serial).unwrap();
+        }
+        assert_agrees(&inv, &BTreeMap::new(), &mut rng, 20);
+        assert!(
+            inv.read_index().users.numbers.is_empty(),
+            "no string outlives its devices"
+        );
+    }
+
+    /// The strings in use whose lower case contains `needle`, sorted.
+    fn containing(strings: &Strings, needle: &str) -> Vec<String> {
+        let hits = strings.containing(&memmem::Finder::new(needle));
+        let mut found: Vec<String> = (strings.strings.iter().zip(hits))
+            .filter(|(s, hit)| *hit && s.uses > 0)
+            .map(|(s, _)| s.text.to_string())
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn text_search_finds_each_string_alone_never_across_two() {
+        let mut strings = Strings::default();
+        strings.intern("xa");
+        let aa = strings.intern("aa");
+        for text in ["ab", "c", "", "ÄBC"] {
+            strings.intern(text);
+        }
+        assert_eq!(
+            containing(&strings, "aa"),
+            ["aa"],
+            "after the xa+a that spans two"
+        );
+        assert_eq!(containing(&strings, "xaa"), Vec::<String>::new());
+        assert_eq!(containing(&strings, "bc"), ["ÄBC"], "not ab+c");
+        assert_eq!(containing(&strings, "a"), ["aa", "ab", "xa"]);
+        assert_eq!(containing(&strings, "äb"), ["ÄBC"]);
+        strings.release(aa);
+        assert_eq!(containing(&strings, "aa"), Vec::<String>::new());
+        strings.intern("ba");
+        assert_eq!(containing(&strings, "ba"), ["ba"], "a new string is found");
     }
 
     #[test]
