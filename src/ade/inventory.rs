@@ -552,6 +552,13 @@ impl Inventory {
         }
     }
 
+    /// Every device the query matches, in its order (all pages, for the CSV export).
+    pub fn matching(&self, q: &Query) -> Vec<Arc<Summary>> {
+        let index = self.read_index();
+        let (_, found) = index.matching(q);
+        found.map(|e| e.summary.clone()).collect()
+    }
+
     /// Every serial the query matches, in serial order (for "select everything the filter
     /// matches").
     pub fn matching_serials(&self, q: &Query) -> Vec<String> {
@@ -1332,6 +1339,8 @@ mod tests {
         let rows: Vec<&String> = page.rows.iter().map(|r| &r.serial).collect();
         assert_eq!((page.matching, rows), (all.len(), plain_rows), "{q:?}");
         assert_eq!(page.pages, all.len().div_ceil(per_page).max(1));
+        let every: Vec<String> = (inv.matching(q).iter()).map(|s| s.serial.clone()).collect();
+        assert_eq!(every, all, "{q:?}");
         let in_serial_order = Query {
             sort: SortKey::Serial,
             descending: false,

@@ -268,17 +268,11 @@ fn list_page(app: &App, req: &Req, q: &Query, page: &Page) -> ListPage {
 
 /// The CSV export of every device the current view matches (all pages).
 async fn csv(app: App, req: Req) -> WebResult {
-    let q = query_from(|n| req.query(n));
-    let everything = Query {
-        page: 1,
-        per_page: app.inventory.len().max(1),
-        ..q
-    };
-    let page = app.inventory.query(&everything);
+    let rows = app.inventory.matching(&query_from(|n| req.query(n)));
     let mut out = String::from(
         "serial_number,model,description,color,os,state,profile_status,profile_name,user,last_checkin,removed_at\r\n",
     );
-    for s in &page.rows {
+    for s in &rows {
         let fields = [
             s.serial.as_str(),
             &s.model,
