@@ -124,6 +124,9 @@ pub struct Config {
     pub session_idle_minutes: u32,
     pub dep_base_url: Url,
     pub apns_base_url: Url,
+    /// Roots trusted for the APNs server besides the public ones (an APNs simulator's CA, as
+    /// `orchard demo` runs one); empty in production.
+    pub apns_extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Days a released device stays listed (30 to 45).
     pub removed_grace_days: u16,
 }
@@ -228,6 +231,7 @@ impl Config {
             session_idle_minutes,
             dep_base_url,
             apns_base_url,
+            apns_extra_roots: Vec::new(),
         })
     }
 
@@ -243,6 +247,7 @@ impl Config {
             session_idle_minutes: DEFAULT_IDLE_MINUTES,
             dep_base_url: default_url(APPLE_DEP_URL),
             apns_base_url: default_url(APPLE_APNS_URL),
+            apns_extra_roots: Vec::new(),
             removed_grace_days: DEFAULT_REMOVED_GRACE_DAYS,
         }
     }

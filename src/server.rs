@@ -15,10 +15,13 @@ use url::Url;
 use crate::ade::inventory::{Inventory, InventoryError};
 use crate::ade::sync::{SyncManager, SyncSettings};
 use crate::ade::token::TokenService;
+use crate::apple::apns::ApnsSettings;
+use crate::apple::apns::pusher::PusherSettings;
 use crate::apple::push_cert::{PushCertError, PushCertService};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::http::{self, Shutdown};
+use crate::mdm::runtime::{Mdm, MdmParts, MdmSettings, MdmSetupError, TlsSigner};
 use crate::metrics::Metrics;
 use crate::pki::ca::{self, CaError, LocalCa};
 use crate::pki::secret::{SecretError, SecretKey};
@@ -57,6 +60,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up MDM: {0}")]
+    Mdm(#[from] MdmSetupError),
     #[error(transparent)]
     Wiring(#[from] MissingPart),
     #[error("a route is registered wrongly: {0}")]
@@ -104,7 +109,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Running, ServeError> {
     let data_dir = config.data_dir.clone();
     create_data_dir(&data_dir)?;
-    let secret = SecretKey::load_or_create(&data_dir)?;
+    let secret = Arc::new(SecretKey::load_or_create(&data_dir)?);
     let db = data_dir.join("db");
     let store = Store::open(&db).map_err(|source| ServeError::Store {
         path: db.display().to_string(),
@@ -119,12 +124,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         }
         None => ca::server_identity(&tls_dir, &ca, &secret, &config.hostnames, clock.now())?,
     };
-    let hints = ca
-        .subject_der()
-        .map(DistinguishedName::from)
-        .into_iter()
-        .collect();
-    let tls = http::tls::server_config(identity.chain, identity.key, hints)?;
+    let signer = TlsSigner::from_identity(&identity)?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -138,11 +138,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     })?;
     let public_url = config.public_url_for(addr);
 
-    let push_certs = PushCertService::new(
-        Arc::new(store.clone()),
-        Arc::new(SecretKey::load_or_create(&data_dir)?),
-        clock.clone(),
-    )?;
+    let push_certs = PushCertService::new(Arc::new(store.clone()), secret.clone(), clock.clone())?;
     let metrics = Metrics::new();
     let shutdown = Shutdown::new();
     let dep = crate::apple::dep::ClientOptions {
@@ -155,7 +151,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     };
     let tokens = Arc::new(TokenService::new(
         Arc::new(store.clone()),
-        Arc::new(SecretKey::load_or_create(&data_dir)?),
+        secret.clone(),
         clock.clone(),
         dep,
         metrics.clone(),
@@ -172,8 +168,42 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         tokens.clone(),
         shutdown.subscribe(),
     );
+    let push_certs = Arc::new(push_certs);
+    let mdm = Mdm::new(MdmParts {
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        secret: secret.clone(),
+        push_certs: push_certs.clone(),
+        inventory: inventory.clone(),
+        signer,
+        settings: MdmSettings {
+            base_url: public_url.as_str().trim_end_matches('/').to_string(),
+            organization: "Orchard".into(),
+            root_ca_der: config.tls_files.is_none().then(|| ca.cert_der().to_vec()),
+            apns: ApnsSettings {
+                base_url: config
+                    .apns_base_url
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_string(),
+                extra_roots: config.apns_extra_roots.clone(),
+                ..ApnsSettings::default()
+            },
+            pusher: PusherSettings::default(),
+        },
+    })?;
+    // TLS asks a client for a certificate from Orchard's CA or its SCEP CA (device identities).
+    let hints = ca
+        .subject_der()
+        .into_iter()
+        .chain(mdm.ca_subject_der())
+        .map(DistinguishedName::from)
+        .collect();
+    let tls = http::tls::server_config(identity.chain, identity.key, hints)?;
     let app = App::builder()
-        .push_certs(Arc::new(push_certs))
+        .mdm(mdm.clone())
+        .push_certs(push_certs)
         .tokens(tokens)
         .inventory(inventory)
         .sync(sync.clone())
@@ -195,6 +225,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     app.store.flush().await?;
 
     tokio::spawn(sync.supervise());
+    tokio::spawn(mdm.run(shutdown.subscribe()));
     let task = tokio::spawn(http::serve(
         listener,
         tls,

@@ -49,6 +49,8 @@ async fn admin_watches_devices_arrive_and_uses_the_sync_button() {
         data_dir: Some(tempfile::tempdir().unwrap().keep()),
         listen: None,
         change_every: 0,
+        enroll: Some(0),
+        ..DemoArgs::default()
     })
     .await
     .expect("the demo starts");

@@ -17,6 +17,8 @@ async fn demo(macs: usize) -> (Demo, TestClient) {
         data_dir: Some(dir),
         listen: None,
         change_every: 0,
+        enroll: Some(0),
+        ..DemoArgs::default()
     })
     .await
     .expect("the demo starts");
@@ -192,5 +194,82 @@ async fn the_sync_button_is_refused_within_15_minutes() {
         2,
         "start-up and one button run; the refused press ran nothing"
     );
+    demo.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn demo_fast_with_20_macs_ends_with_20_enrolled_macs_each_with_an_acknowledged_command() {
+    use orchard::ade::inventory::DeviceState;
+    use orchard::mdm::service::{CommandStatus, EnrollmentState, MdmStorage};
+
+    let mut demo = Demo::start(&DemoArgs {
+        macs: 20,
+        data_dir: Some(tempfile::tempdir().unwrap().keep()),
+        change_every: 0,
+        fast: true,
+        ..DemoArgs::default()
+    })
+    .await
+    .expect("the demo starts");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut ready = std::collections::HashSet::new();
+    while ready.len() < 20 {
+        let summary = tokio::time::timeout_at(deadline, demo.macs.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} Macs ready after 180 s", ready.len()))
+            .expect("the fleet runs");
+        assert!(
+            summary.enrolled,
+            "{} did not enroll: {:?}",
+            summary.serial, summary.error
+        );
+        if summary.answered.iter().any(|(_, s)| s == "Acknowledged") {
+            ready.insert(summary.serial);
+        }
+    }
+
+    // Orchard's records say the same, for the Macs Apple School Manager lists.
+    let app = demo.running.app.clone();
+    let storage = app.mdm.service().storage();
+    for serial in demo.sim.world.serials() {
+        let e = storage
+            .enrollment_by_serial(&serial)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{serial} has no enrollment"));
+        assert_eq!(e.state, EnrollmentState::Enrolled, "{serial}");
+        assert!(e.push_token.is_some());
+        let history = app.mdm.service().history(&e.udid).unwrap();
+        assert!(
+            history.iter().any(|c| c.request_type == "DeviceInformation"
+                && c.status == CommandStatus::Acknowledged),
+            "{serial}: {history:?}"
+        );
+        // Its answer reached the enrollment's facts.
+        assert_eq!(e.facts.os_version.as_deref(), Some("15.4"));
+    }
+    // And the Devices page shows them enrolled (the first sync and the enrollments may interleave).
+    let inventory = app.inventory.clone();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let enrolled = inventory
+            .counts()
+            .into_iter()
+            .find(|(s, _)| *s == DeviceState::Enrolled)
+            .map_or(0, |(_, n)| n);
+        if enrolled == 20 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{enrolled} of 20 shown enrolled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pushes = app
+        .metrics
+        .value("orchard_apns_pushes_total", &[("outcome", "delivered")])
+        .unwrap_or(0.0);
+    assert!(pushes >= 20.0, "{pushes} pushes delivered");
+    assert!(demo.apns.accepted().len() >= 20);
     demo.stop().await.unwrap();
 }

@@ -9,5 +9,6 @@ pub mod command;
 pub mod enroll;
 pub mod http;
 pub mod profile;
+pub mod runtime;
 pub mod scep;
 pub mod service;

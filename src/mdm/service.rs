@@ -3,7 +3,7 @@
 //!
 //! Apple: <https://developer.apple.com/documentation/devicemanagement/implementing-device-management>
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -149,6 +149,26 @@ pub trait MdmStorage: Send + Sync + 'static {
     fn next_seq(&self) -> Result<u64, StoreError>;
 }
 
+/// What just changed for a device, told to the [`Observer`] once it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `Authenticate`: the Mac has an identity and is finishing enrollment.
+    Authenticated,
+    /// The first `TokenUpdate`: the Mac can be sent commands.
+    Enrolled,
+    /// `CheckOut`: the MDM profile was removed.
+    CheckedOut,
+    /// A `DeviceInformation` answer refreshed the device's facts.
+    FactsUpdated,
+    /// Any other message from the device.
+    Seen,
+}
+
+/// Told about each device change (the inventory keeps the Devices page in step with it).
+pub trait Observer: Send + Sync + 'static {
+    fn observe(&self, e: &Enrollment, event: Event);
+}
+
 /// Something that wakes a device through APNs.
 pub trait Waker: Send + Sync + 'static {
     fn wake(&self, target: PushTarget);
@@ -242,6 +262,7 @@ struct Inner {
     metrics: Metrics,
     secrets: Arc<SecretKey>,
     waker: Box<dyn Waker>,
+    observer: OnceLock<Box<dyn Observer>>,
     /// Serialises certificate binding, so two devices cannot claim one certificate at once.
     bind_lock: Mutex<()>,
 }
@@ -266,6 +287,7 @@ impl MdmService {
                 metrics,
                 secrets,
                 waker: Box::new(waker),
+                observer: OnceLock::new(),
                 bind_lock: Mutex::new(()),
             }),
         }
@@ -273,6 +295,17 @@ impl MdmService {
 
     pub fn storage(&self) -> &dyn MdmStorage {
         self.inner.store.as_ref()
+    }
+
+    /// Sets the one observer of device changes; false if one was already set.
+    pub fn set_observer(&self, observer: impl Observer) -> bool {
+        self.inner.observer.set(Box::new(observer)).is_ok()
+    }
+
+    fn observe(&self, e: &Enrollment, event: Event) {
+        if let Some(o) = self.inner.observer.get() {
+            o.observe(e, event);
+        }
     }
 
     /// Handles one check-in message (`PUT /mdm/checkin`).
@@ -284,7 +317,8 @@ impl MdmService {
         let kind = msg.message_type();
         let reply = match msg {
             Checkin::Authenticate { udid, topic, facts } => {
-                self.authenticate(id, udid, topic, facts, now)?;
+                let e = self.authenticate(id, udid, topic, facts, now)?;
+                self.observe(&e, Event::Authenticated);
                 Reply::Empty
             }
             Checkin::TokenUpdate {
@@ -296,6 +330,7 @@ impl MdmService {
                 user_id,
             } => {
                 let mut e = self.bound(id, &udid)?;
+                let first = user_id.is_none() && e.state == EnrollmentState::Authenticated;
                 // Orchard does not run user channels: their TokenUpdates are accepted and ignored.
                 if user_id.is_none() {
                     e.state = EnrollmentState::Enrolled;
@@ -306,7 +341,14 @@ impl MdmService {
                 }
                 e.last_seen = now;
                 self.inner.store.put_enrollment(&e)?;
-                self.wake_if_pending(&e)?;
+                if first {
+                    // What every MDM asks a new Mac first: what it is and what it runs.
+                    self.enqueue(&e.udid, &Command::device_information())?;
+                    self.observe(&e, Event::Enrolled);
+                } else {
+                    self.wake_if_pending(&e)?;
+                    self.observe(&e, Event::Seen);
+                }
                 Reply::Empty
             }
             Checkin::CheckOut { udid } => {
@@ -317,6 +359,7 @@ impl MdmService {
                 e.bootstrap_token = None;
                 e.last_seen = now;
                 self.inner.store.check_out(&e)?;
+                self.observe(&e, Event::CheckedOut);
                 Reply::Empty
             }
             Checkin::SetBootstrapToken { udid, token } => {
@@ -380,6 +423,7 @@ impl MdmService {
         let now = self.inner.clock.now();
         let store = &self.inner.store;
         let mut commands = store.commands(&e.udid)?;
+        let mut facts_updated = false;
         if let Some(uuid) = &report.command_uuid {
             let (seq, rec) = commands
                 .iter_mut()
@@ -408,15 +452,27 @@ impl MdmService {
                         ("status", report.status.as_str()),
                     ],
                 );
-                if rec.request_type == "DeviceConfigured"
-                    && rec.status == CommandStatus::Acknowledged
-                {
-                    e.awaiting_configuration = false;
+                if rec.status == CommandStatus::Acknowledged {
+                    match rec.request_type.as_str() {
+                        "DeviceConfigured" => e.awaiting_configuration = false,
+                        "DeviceInformation" => {
+                            facts_updated = update_facts(&mut e.facts, &report.body);
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
         e.last_seen = now;
         store.put_enrollment(&e)?;
+        self.observe(
+            &e,
+            if facts_updated {
+                Event::FactsUpdated
+            } else {
+                Event::Seen
+            },
+        );
         self.prune(&e.udid, &commands, now)?;
 
         // NotNow commands wait for the device's next session (which starts with Idle).
@@ -531,7 +587,7 @@ impl MdmService {
         topic: String,
         facts: DeviceFacts,
         now: OffsetDateTime,
-    ) -> Result<(), MdmError> {
+    ) -> Result<Enrollment, MdmError> {
         let store = &self.inner.store;
         // Invariant: the lock guards no data, so a poisoned lock is still usable.
         let _guard = self
@@ -576,7 +632,7 @@ impl MdmService {
             replaced.push(p);
         }
         store.save_authenticated(&e, &replaced)?;
-        Ok(())
+        Ok(e)
     }
 
     /// The enrollment `udid`, if the request's certificate is the one bound to it.
@@ -645,6 +701,33 @@ impl MdmService {
         }
         Ok(())
     }
+}
+
+/// Takes the device facts out of a `DeviceInformation` answer; true if any changed.
+fn update_facts(facts: &mut DeviceFacts, body: &plist::Dictionary) -> bool {
+    let Some(answers) = body
+        .get("QueryResponses")
+        .and_then(plist::Value::as_dictionary)
+    else {
+        return false;
+    };
+    let before = facts.clone();
+    let fields: [(&str, &mut Option<String>); 6] = [
+        ("DeviceName", &mut facts.device_name),
+        ("OSVersion", &mut facts.os_version),
+        ("BuildVersion", &mut facts.build_version),
+        ("ModelName", &mut facts.model_name),
+        ("Model", &mut facts.model),
+        ("ProductName", &mut facts.product_name),
+    ];
+    for (key, field) in fields {
+        if let Some(v) = answers.get(key).and_then(plist::Value::as_string)
+            && !v.is_empty()
+        {
+            *field = Some(v.chars().take(200).collect());
+        }
+    }
+    *facts != before
 }
 
 /// The report as XML text for display, without the identifiers, bounded in size.
@@ -748,6 +831,8 @@ mod tests {
         .to_plist()
     }
 
+    /// Authenticate, TokenUpdate, then the first session: the DeviceInformation every new Mac is
+    /// asked is answered. Pushes so far are forgotten.
     fn enroll(f: &Fixture, u: &str, serial: &str, id: &DeviceIdentity) {
         assert_eq!(
             f.svc.checkin(Some(id), &authenticate(u, serial)).unwrap(),
@@ -756,6 +841,66 @@ mod tests {
         assert_eq!(
             f.svc.checkin(Some(id), &token_update(u)).unwrap(),
             Reply::Empty
+        );
+        let first = f
+            .svc
+            .connect(Some(id), &report(u, Status::Idle, None))
+            .unwrap();
+        let Reply::Plist(bytes) = first else {
+            panic!("a new Mac is asked DeviceInformation first")
+        };
+        let cmd = super::super::command::ReceivedCommand::parse(&bytes).unwrap();
+        assert_eq!(cmd.request_type, "DeviceInformation");
+        let mut answers = plist::Dictionary::new();
+        answers.insert("OSVersion".into(), "15.4".into());
+        answers.insert("DeviceName".into(), format!("Mac {serial}").into());
+        let mut body = plist::Dictionary::new();
+        body.insert("QueryResponses".into(), plist::Value::Dictionary(answers));
+        let done = Report::build(&udid(u), Status::Acknowledged, Some(&cmd.uuid), body);
+        assert_eq!(f.svc.connect(Some(id), &done).unwrap(), Reply::Empty);
+        f.pushes.0.lock().unwrap().clear();
+    }
+
+    #[derive(Clone, Default)]
+    struct Events(Arc<Mutex<Vec<(String, Event)>>>);
+    impl Observer for Events {
+        fn observe(&self, e: &Enrollment, event: Event) {
+            self.0.lock().unwrap().push((e.udid.to_string(), event));
+        }
+    }
+
+    #[test]
+    fn a_new_mac_is_asked_what_it_is_and_the_observer_hears_each_step() {
+        let f = fixture();
+        let events = Events::default();
+        assert!(f.svc.set_observer(events.clone()));
+        assert!(!f.svc.set_observer(Events::default()));
+        let id = ident(1, f.clock.now());
+        enroll(&f, "U-1", "SER1", &id);
+        let e = f.store.enrollment(&udid("U-1")).unwrap().unwrap();
+        assert_eq!(e.facts.os_version.as_deref(), Some("15.4"));
+        assert_eq!(e.facts.device_name.as_deref(), Some("Mac SER1"));
+        let history = f.svc.history(&udid("U-1")).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].status, CommandStatus::Acknowledged);
+        let seen: Vec<Event> = events.0.lock().unwrap().iter().map(|(_, e)| *e).collect();
+        assert_eq!(
+            seen,
+            [
+                Event::Authenticated,
+                Event::Enrolled,
+                Event::Seen,
+                Event::FactsUpdated
+            ]
+        );
+        // A second TokenUpdate (a new push token) is not a new enrollment.
+        f.svc.checkin(Some(&id), &token_update("U-1")).unwrap();
+        assert_eq!(f.svc.history(&udid("U-1")).unwrap().len(), 1);
+        let out = Checkin::CheckOut { udid: udid("U-1") }.to_plist();
+        f.svc.checkin(Some(&id), &out).unwrap();
+        assert_eq!(
+            events.0.lock().unwrap().last().map(|(_, e)| *e),
+            Some(Event::CheckedOut)
         );
     }
 
@@ -968,7 +1113,13 @@ mod tests {
         f.svc.checkin(Some(&id), &out).unwrap();
         let e = f.store.enrollment(&udid("U-1")).unwrap().unwrap();
         assert_eq!(e.state, EnrollmentState::CheckedOut);
-        assert!(f.store.commands(&udid("U-1")).unwrap().is_empty());
+        let commands = f.store.commands(&udid("U-1")).unwrap();
+        assert!(commands.iter().all(|(_, c)| !c.status.is_pending()));
+        assert_eq!(
+            commands.len(),
+            1,
+            "the answered DeviceInformation stays as history"
+        );
         assert!(matches!(
             f.svc.enqueue(&udid("U-1"), &Command::ProfileList),
             Err(MdmError::NotEnrolled(_))
@@ -1029,7 +1180,8 @@ mod tests {
             message: String::new(),
         };
         assert!(f.svc.enqueue(&udid("U-1"), &bad_lock).is_err());
-        assert!(f.svc.history(&udid("U-1")).unwrap().is_empty());
+        let history = f.svc.history(&udid("U-1")).unwrap();
+        assert_eq!(history.len(), 1, "only the first DeviceInformation");
     }
 
     #[test]

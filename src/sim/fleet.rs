@@ -100,24 +100,22 @@ pub trait ProfileSource: Send + Sync + 'static {
 /// Gives a simulated Mac its APNs device token (the APNs simulator's `register_device`).
 pub type TokenSource = Arc<dyn Fn(&MacModel) -> Vec<u8> + Send + Sync>;
 
-/// Enrolls `count` simulated Macs (numbered from `first`) with profiles from `profiles`, then
-/// keeps each one answering: whenever a push for its token arrives on `pushes`, it runs an MDM
-/// session. `pace` spaces out power-on (None: all at once, `--fast`). Runs until `pushes`
-/// closes; the returned channel yields each Mac's summary after every session.
+/// Enrolls the simulated Macs `models` with profiles from `profiles`, then keeps each one
+/// answering: whenever a push for its token arrives on `pushes`, it runs an MDM session. `pace`
+/// spaces out power-on (None: all at once, `--fast`). Runs until `pushes` closes; the returned
+/// channel yields each Mac's summary after enrollment and after every session.
 pub fn run_fleet(
     transport: Arc<dyn Transport>,
     profiles: Arc<dyn ProfileSource>,
     tokens: TokenSource,
-    first: u32,
-    count: u32,
+    models: Vec<MacModel>,
     pace: Option<Duration>,
     mut pushes: mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> mpsc::UnboundedReceiver<MacSummary> {
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let mut routes: HashMap<Vec<u8>, mpsc::UnboundedSender<()>> = HashMap::new();
     let mut macs = Vec::new();
-    for n in first..first + count {
-        let model = MacModel::numbered(n);
+    for model in models {
         let token = tokens(&model);
         let (tx, rx) = mpsc::unbounded_channel();
         routes.insert(token.clone(), tx);

@@ -398,6 +398,14 @@ impl MacModel {
         }
     }
 
+    /// The `n`th simulated Mac with another serial number (one Apple School Manager lists).
+    pub fn with_serial(n: u32, serial: &str) -> Self {
+        MacModel {
+            serial: serial.to_string(),
+            ..MacModel::numbered(n)
+        }
+    }
+
     pub fn facts(&self) -> DeviceFacts {
         DeviceFacts {
             serial_number: Some(self.serial.clone()),

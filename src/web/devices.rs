@@ -313,7 +313,7 @@ fn csv_field(value: &str) -> String {
 }
 
 /// The serials a bulk form chose: the ticked rows, or everything the filter matches.
-fn selection(app: &App, req: &Req) -> Result<Vec<String>, WebError> {
+pub(super) fn selection(app: &App, req: &Req) -> Result<Vec<String>, WebError> {
     let form = req.form();
     let serials = if form.text("all_matching") == "yes" {
         app.inventory.matching_serials(&query_from(|n| form.get(n)))
@@ -435,6 +435,7 @@ struct DetailPage {
     orchard: Vec<Field>,
     history: Vec<HistoryRow>,
     token_name: String,
+    management: super::mdm::Management,
 }
 
 async fn detail(app: App, req: Req) -> WebResult {
@@ -566,6 +567,7 @@ async fn detail(app: App, req: Req) -> WebResult {
         orchard,
         history,
         token_name,
+        management: super::mdm::management(&app, &device)?,
     })
 }
 

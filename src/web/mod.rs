@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod devices;
 pub mod fmt;
 pub mod forms;
+pub mod mdm;
 pub mod ops;
 pub mod push_cert;
 pub mod request;
@@ -36,6 +37,7 @@ use crate::ade::token::TokenService;
 use crate::apple::push_cert::PushCertService;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::mdm::runtime::Mdm;
 use crate::metrics::Metrics;
 use crate::pki::ca::LocalCa;
 use crate::pki::secret::SecretKey;
@@ -57,6 +59,7 @@ pub fn register_all(r: &mut Routes) {
     push_cert::routes(r);
     tokens::routes(r);
     devices::routes(r);
+    mdm::routes(r);
     sync::routes(r);
 }
 
@@ -91,6 +94,8 @@ pub struct AppInner {
     pub inventory: Inventory,
     /// The sync workers (one per token) and the Sync button.
     pub sync: SyncManager,
+    /// SCEP, enrollment, check-in, commands and pushes.
+    pub mdm: Mdm,
 }
 
 /// A part [`AppBuilder::build`] was not given.
@@ -105,13 +110,14 @@ pub struct AppBuilder {
     clock: Option<SharedClock>,
     metrics: Option<Metrics>,
     config: Option<Config>,
-    secret: Option<SecretKey>,
+    secret: Option<Arc<SecretKey>>,
     ca: Option<Arc<LocalCa>>,
     public_url: Option<Url>,
     push_certs: Option<Arc<PushCertService>>,
     tokens: Option<Arc<TokenService>>,
     inventory: Option<Inventory>,
     sync: Option<SyncManager>,
+    mdm: Option<Mdm>,
 }
 
 impl AppBuilder {
@@ -131,7 +137,7 @@ impl AppBuilder {
         self.config = Some(v);
         self
     }
-    pub fn secret(mut self, v: SecretKey) -> Self {
+    pub fn secret(mut self, v: Arc<SecretKey>) -> Self {
         self.secret = Some(v);
         self
     }
@@ -160,13 +166,17 @@ impl AppBuilder {
         self.sync = Some(v);
         self
     }
+    pub fn mdm(mut self, v: Mdm) -> Self {
+        self.mdm = Some(v);
+        self
+    }
 
     pub fn build(self) -> Result<App, MissingPart> {
         let store = self.store.ok_or(MissingPart("store"))?;
         let clock = self.clock.ok_or(MissingPart("clock"))?;
         let metrics = self.metrics.ok_or(MissingPart("metrics"))?;
         let config = self.config.ok_or(MissingPart("configuration"))?;
-        let secret = Arc::new(self.secret.ok_or(MissingPart("secret key"))?);
+        let secret = self.secret.ok_or(MissingPart("secret key"))?;
         Ok(App(Arc::new(AppInner {
             store,
             clock,
@@ -182,6 +192,7 @@ impl AppBuilder {
             tokens: self.tokens.ok_or(MissingPart("token service"))?,
             inventory: self.inventory.ok_or(MissingPart("device inventory"))?,
             sync: self.sync.ok_or(MissingPart("sync manager"))?,
+            mdm: self.mdm.ok_or(MissingPart("MDM service"))?,
         })))
     }
 }
@@ -237,12 +248,34 @@ pub(crate) mod testing {
             tokens.clone(),
             tokio::sync::watch::channel(false).1,
         );
+        let identity =
+            crate::pki::ca::server_identity(ca_dir.path(), &ca, &secret, &[], clock.now()).unwrap();
+        let push_certs = Arc::new(push_certs);
+        let secret = Arc::new(secret);
+        let mdm = Mdm::new(crate::mdm::runtime::MdmParts {
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics: Metrics::new(),
+            secret: secret.clone(),
+            push_certs: push_certs.clone(),
+            inventory: inventory.clone(),
+            signer: crate::mdm::runtime::TlsSigner::from_identity(&identity).unwrap(),
+            settings: crate::mdm::runtime::MdmSettings {
+                base_url: "https://localhost:8443".into(),
+                organization: "Orchard".into(),
+                root_ca_der: Some(ca.cert_der().to_vec()),
+                apns: Default::default(),
+                pusher: Default::default(),
+            },
+        })
+        .unwrap();
         let app = App::builder()
+            .mdm(mdm)
             .store(store)
             .tokens(tokens)
             .inventory(inventory)
             .sync(sync)
-            .push_certs(Arc::new(push_certs))
+            .push_certs(push_certs)
             .clock(clock.clone())
             .metrics(Metrics::new())
             .config(Config::for_data_dir(&dir))

@@ -173,5 +173,8 @@ pub async fn enrolled_mac(app: &Arc<App>, n: u32) -> SimMac {
     mac.install_profile(&Direct(app.clone()), &app.profile())
         .await
         .unwrap();
+    // Its first session answers the DeviceInformation every new Mac is asked.
+    assert_eq!(mac.session(&Direct(app.clone())).await.unwrap(), 1);
+    app.pushes.0.lock().unwrap().clear();
     mac
 }
