@@ -20,7 +20,7 @@ fn udid(mac: &SimMac) -> Udid {
 }
 
 #[tokio::test]
-async fn scep_issues_an_identity_for_each_algorithm_mix() {
+async fn scep_issues_an_identity_for_each_algorithm_mix_key_type_and_method() {
     let app = App::new();
     let mut n = 0;
     for cipher in [
@@ -32,10 +32,12 @@ async fn scep_issues_an_identity_for_each_algorithm_mix() {
         for digest in [DigestAlg::Sha1, DigestAlg::Sha256] {
             n += 1;
             let mut mac = SimMac::new(MacModel::numbered(n), vec![1; 32]).unwrap();
+            // Every other Mac sends PKIOperation by GET; every third has a P-256 key.
             mac.algorithms = ScepAlgorithms {
                 cipher,
                 digest,
-                ec_key: false,
+                ec_key: n % 3 == 0,
+                by_get: n % 2 == 0,
             };
             mac.install_profile(&Direct(app.clone()), &app.profile())
                 .await

@@ -29,17 +29,44 @@ impl HttpsTransport {
     /// `base_url` is `https://host:port`; `ca_der` is the root that signed Orchard's TLS
     /// certificate.
     pub fn new(base_url: &str, ca_der: &[u8]) -> Result<Self, MacError> {
+        HttpsTransport::build(base_url, ca_der, None)
+    }
+
+    /// Like [`HttpsTransport::new`], presenting a TLS client certificate (a Mac's identity:
+    /// certificate DER, PKCS#8 key DER) on every connection.
+    pub fn with_identity(
+        base_url: &str,
+        ca_der: &[u8],
+        identity: (Vec<u8>, Vec<u8>),
+    ) -> Result<Self, MacError> {
+        HttpsTransport::build(base_url, ca_der, Some(identity))
+    }
+
+    fn build(
+        base_url: &str,
+        ca_der: &[u8],
+        identity: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, MacError> {
+        let tls_err = |e: rustls::Error| MacError::Transport(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(ca_der.to_vec()))
-            .map_err(|e| MacError::Transport(e.to_string()))?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            .map_err(tls_err)?;
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| MacError::Transport(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(tls_err)?
+        .with_root_certificates(roots);
+        let tls = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(cert)],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+                )
+                .map_err(tls_err)?,
+            None => builder.with_no_client_auth(),
+        };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()

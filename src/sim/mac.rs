@@ -66,6 +66,8 @@ pub struct ScepAlgorithms {
     pub digest: DigestAlg,
     /// Use a P-256 key instead of RSA 2048.
     pub ec_key: bool,
+    /// Send PKIOperation by GET (the message base64 in the query), as older clients do.
+    pub by_get: bool,
 }
 
 impl Default for ScepAlgorithms {
@@ -75,6 +77,7 @@ impl Default for ScepAlgorithms {
             cipher: Cipher::Aes256Cbc,
             digest: DigestAlg::Sha256,
             ec_key: false,
+            by_get: false,
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct SimMac {
     pub push_magic: String,
     /// Statuses this Mac reported, in order (for tests and the demo's summary).
     pub reported: Vec<(String, Status)>,
+    /// Sign each message with `Mdm-Signature` (true), or rely on the TLS client certificate.
+    pub sign_messages: bool,
 }
 
 impl SimMac {
@@ -105,6 +110,7 @@ impl SimMac {
             push_token,
             push_magic: uuid::Uuid::new_v4().to_string(),
             reported: Vec::new(),
+            sign_messages: true,
         })
     }
 
@@ -170,15 +176,22 @@ impl SimMac {
             now,
         )
         .map_err(|e| MacError::Scep(e.to_string()))?;
-        let rep = t
-            .send(SimRequest {
+        let request = if self.algorithms.by_get {
+            let message = base64::engine::general_purpose::STANDARD.encode(&req.message);
+            let message: String =
+                url::form_urlencoded::byte_serialize(message.as_bytes()).collect();
+            get(&format!(
+                "{scep_path}?operation=PKIOperation&message={message}"
+            ))
+        } else {
+            SimRequest {
                 method: "POST",
                 path: format!("{scep_path}?operation=PKIOperation"),
                 headers: vec![("content-type", "application/x-pki-message".into())],
                 body: req.message.clone(),
-            })
-            .await
-            .map_err(MacError::Transport)?;
+            }
+        };
+        let rep = t.send(request).await.map_err(MacError::Transport)?;
         if rep.status != 200 {
             return Err(refused("PKIOperation", &rep));
         }
@@ -286,17 +299,29 @@ impl SimMac {
         content_type: &'static str,
         body: &[u8],
     ) -> Result<SimResponse, MacError> {
+        let mut headers = vec![("content-type", content_type.to_string())];
+        if self.sign_messages {
+            headers.push(("mdm-signature", self.sign(body)?));
+        }
         t.send(SimRequest {
             method: "PUT",
             path: path.to_string(),
-            headers: vec![
-                ("content-type", content_type.into()),
-                ("mdm-signature", self.sign(body)?),
-            ],
+            headers,
             body: body.to_vec(),
         })
         .await
         .map_err(MacError::Transport)
+    }
+
+    /// The identity as DER (certificate, PKCS#8 key), for a TLS client certificate.
+    pub fn identity_der(&self) -> Result<(Vec<u8>, Vec<u8>), MacError> {
+        use der::Encode;
+        let (cert, key) = self.identity.as_ref().ok_or(MacError::NotEnrolled)?;
+        let cert = cert.to_der().map_err(|e| MacError::Scep(e.to_string()))?;
+        let key = key
+            .to_pkcs8_der()
+            .map_err(|e| MacError::Scep(e.to_string()))?;
+        Ok((cert, key))
     }
 
     /// The `Mdm-Signature` header value for `body`: a detached CMS signature, base64.

@@ -58,6 +58,17 @@ impl SignerKey {
             .ok_or_else(|| CmsError::Key("not an RSA or P-256 private key".into()))
     }
 
+    /// The key as PKCS#8 DER (for TLS client authentication with the same identity).
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, CmsError> {
+        use rsa::pkcs8::EncodePrivateKey;
+        let doc = match self {
+            SignerKey::Rsa(k) => k.to_pkcs8_der(),
+            SignerKey::P256(k) => k.to_pkcs8_der(),
+        };
+        doc.map(|d| d.as_bytes().to_vec())
+            .map_err(|e| CmsError::Key(e.to_string()))
+    }
+
     /// The DER SubjectPublicKeyInfo of this key's public half.
     pub fn public_key_der(&self) -> Result<Vec<u8>, CmsError> {
         use rsa::pkcs8::EncodePublicKey;
