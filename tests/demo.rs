@@ -200,7 +200,7 @@ async fn the_sync_button_is_refused_within_15_minutes() {
 #[tokio::test]
 async fn demo_fast_with_20_macs_ends_with_20_enrolled_macs_each_with_an_acknowledged_command() {
     use orchard::ade::inventory::DeviceState;
-    use orchard::mdm::service::{CommandStatus, EnrollmentState, MdmStorage};
+    use orchard::mdm::service::{CommandStatus, EnrollmentState};
 
     let mut demo = Demo::start(&DemoArgs {
         macs: 20,

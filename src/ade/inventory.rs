@@ -334,6 +334,9 @@ pub struct Page {
 pub struct Inventory {
     store: Store,
     index: Arc<RwLock<Index>>,
+    /// Held from reading a device to saving it, so the sync and the MDM side never overwrite
+    /// each other's changes to one device.
+    writes: Arc<std::sync::Mutex<()>>,
 }
 
 impl Inventory {
@@ -347,6 +350,7 @@ impl Inventory {
         Ok(Inventory {
             store,
             index: Arc::new(RwLock::new(index)),
+            writes: Arc::default(),
         })
     }
 
@@ -377,19 +381,48 @@ impl Inventory {
         Ok(())
     }
 
-    /// Changes one device with `f` (which returns the history lines to add), atomically with
-    /// respect to other writers of the same device.
+    /// The guard a read-modify-write of a device holds (see [`Inventory::update`]); the sync
+    /// takes it around each device it applies.
+    pub fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data of its own: a poisoned lock is still usable.
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads one device (or `None`), lets `f` decide what to save (the device and history lines,
+    /// or nothing), and saves it, with no other writer in between. Returns what was saved.
+    pub fn update(
+        &self,
+        serial: &str,
+        f: impl FnOnce(Option<Device>) -> Option<(Device, Vec<HistoryEntry>)>,
+    ) -> Result<Option<Device>, InventoryError> {
+        let _guard = self.write_guard();
+        match f(self.get(serial)?) {
+            Some((device, history)) => {
+                self.save(&device, &history)?;
+                Ok(Some(device))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Changes one existing device with `f` (which returns the history lines to add), with no
+    /// other writer in between.
     pub fn modify(
         &self,
         serial: &str,
         f: impl FnOnce(&mut Device) -> Vec<HistoryEntry>,
     ) -> Result<Device, InventoryError> {
-        let mut device = self
-            .get(serial)?
-            .ok_or_else(|| InventoryError::NotFound(serial.to_string()))?;
-        let history = f(&mut device);
-        self.save(&device, &history)?;
-        Ok(device)
+        let mut found = false;
+        let saved = self.update(serial, |existing| {
+            let mut device = existing?;
+            found = true;
+            let history = f(&mut device);
+            Some((device, history))
+        })?;
+        match saved {
+            Some(device) if found => Ok(device),
+            _ => Err(InventoryError::NotFound(serial.to_string())),
+        }
     }
 
     /// Deletes devices from Orchard. Those that came from Apple are remembered, so incremental

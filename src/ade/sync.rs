@@ -586,6 +586,8 @@ impl Syncer {
         ordered.sort_by(|a, b| a.serial_number.cmp(&b.serial_number));
         for d in ordered {
             run.devices += 1;
+            // The MDM side writes devices too (enrollment, check-in): no write in between.
+            let _guard = self.inventory.write_guard();
             if fetch_generation.is_none() && self.inventory.is_tombstoned(&d.serial_number)? {
                 continue;
             }

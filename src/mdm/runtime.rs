@@ -293,64 +293,144 @@ impl Observer for InventoryLink {
 
 impl InventoryLink {
     fn apply(&self, serial: &str, e: &Enrollment, event: Event) -> Result<(), InventoryError> {
-        let now = e.last_seen;
-        let existing = self.0.get(serial)?;
-        let udid = e.udid.to_string();
-        if event == Event::Seen
-            && let Some(d) = &existing
-            && d.udid.as_deref() == Some(udid.as_str())
-            && d.enrollment == inventory::Enrollment::Enrolled
-            && d.last_checkin
-                .is_some_and(|t| now - t < LAST_CHECKIN_GRANULARITY)
-        {
-            return Ok(());
+        self.0
+            .update(serial, |existing| changed(existing, serial, e, event))
+            .map(|_| ())
+    }
+}
+
+/// The device record after `event`, or `None` when nothing worth writing changed.
+fn changed(
+    existing: Option<Device>,
+    serial: &str,
+    e: &Enrollment,
+    event: Event,
+) -> Option<(Device, Vec<HistoryEntry>)> {
+    let now = e.last_seen;
+    let udid = e.udid.to_string();
+    if event == Event::Seen
+        && let Some(d) = &existing
+        && d.udid.as_deref() == Some(udid.as_str())
+        && d.enrollment == inventory::Enrollment::Enrolled
+        && d.last_checkin.is_some_and(|t| now - t < LAST_CHECKIN_GRANULARITY)
+    {
+        return None;
+    }
+    let mut d = existing.unwrap_or_else(|| Device::new(serial, None, now));
+    let what = match event {
+        Event::Authenticated => {
+            d.enrollment = inventory::Enrollment::Enrolling;
+            Some("Installed the enrollment profile and received its device identity")
         }
-        let mut d = existing.unwrap_or_else(|| Device::new(serial, None, now));
-        let mut history = Vec::new();
-        let mut note = |what: &str| {
-            history.push(HistoryEntry {
-                at: now,
-                what: what.to_string(),
-            })
-        };
-        match event {
-            Event::Authenticated => {
-                d.enrollment = inventory::Enrollment::Enrolling;
-                note("Installed the enrollment profile and received its device identity");
-            }
-            Event::Enrolled => {
+        Event::Enrolled => {
+            d.enrollment = inventory::Enrollment::Enrolled;
+            d.enrolled_at = Some(now);
+            Some("Enrolled: Orchard can send it commands")
+        }
+        Event::CheckedOut => {
+            d.enrollment = inventory::Enrollment::Unenrolled;
+            Some("Unenrolled: the MDM profile was removed from the Mac")
+        }
+        Event::FactsUpdated | Event::Seen => {
+            if e.state == EnrollmentState::Enrolled {
                 d.enrollment = inventory::Enrollment::Enrolled;
-                d.enrolled_at = Some(now);
-                note("Enrolled: Orchard can send it commands");
             }
-            Event::CheckedOut => {
-                d.enrollment = inventory::Enrollment::Unenrolled;
-                note("Unenrolled: the MDM profile was removed from the Mac");
-            }
-            Event::FactsUpdated | Event::Seen => {
-                if e.state == EnrollmentState::Enrolled {
-                    d.enrollment = inventory::Enrollment::Enrolled;
-                }
-            }
+            None
         }
-        d.udid = Some(udid);
-        d.last_checkin = Some(now);
-        let f = &e.facts;
-        if d.model.is_empty()
-            && let Some(m) = f.model_name.as_ref().or(f.product_name.as_ref())
-        {
-            d.model = m.clone();
+    };
+    d.udid = Some(udid);
+    d.last_checkin = Some(now);
+    let f = &e.facts;
+    if d.model.is_empty()
+        && let Some(m) = f.model_name.as_ref().or(f.product_name.as_ref())
+    {
+        d.model = m.clone();
+    }
+    if let Some(v) = &f.os_version {
+        d.os = format!("macOS {v}");
+    }
+    // Apple's description wins; a Mac enrolled by hand is described by its own name.
+    if d.token_id.is_none()
+        && let Some(name) = &f.device_name
+    {
+        d.description = name.clone();
+    }
+    d.updated_at = now;
+    let history = what
+        .map(|what| HistoryEntry {
+            at: now,
+            what: what.to_string(),
+        })
+        .into_iter()
+        .collect();
+    Some((d, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ade::inventory::DeviceState;
+    use crate::mdm::checkin::DeviceFacts;
+
+    fn enrollment(serial: &str, state: EnrollmentState, at: OffsetDateTime) -> Enrollment {
+        Enrollment {
+            udid: Udid::parse("0000FE00-5A1E00000001").unwrap(),
+            state,
+            facts: DeviceFacts {
+                serial_number: Some(serial.into()),
+                model_name: Some("MacBook Air".into()),
+                os_version: Some("15.4".into()),
+                device_name: Some("Library Mac 3".into()),
+                ..DeviceFacts::default()
+            },
+            cert_hash: "ab".into(),
+            cert_not_after: at + Duration::days(365),
+            topic: "t".into(),
+            push_token: None,
+            push_magic: None,
+            awaiting_configuration: false,
+            bootstrap_token: None,
+            enrolled_at: at,
+            last_seen: at,
+            renewal_queued_at: None,
         }
-        if let Some(v) = &f.os_version {
-            d.os = format!("macOS {v}");
-        }
-        // Apple's description wins; a Mac enrolled by hand is described by its own name.
-        if d.token_id.is_none()
-            && let Some(name) = &f.device_name
-        {
-            d.description = name.clone();
-        }
-        d.updated_at = now;
-        self.0.save(&d, &history)
+    }
+
+    #[test]
+    fn a_mac_enrolled_by_hand_gets_a_device_record_of_its_own() {
+        let now = OffsetDateTime::now_utc();
+        let e = enrollment("MANUAL1", EnrollmentState::Authenticated, now);
+        let (d, history) = changed(None, "MANUAL1", &e, Event::Authenticated).unwrap();
+        assert_eq!(d.token_id, None);
+        assert_eq!(d.state(), DeviceState::Enrolling);
+        assert_eq!(d.description, "Library Mac 3");
+        assert_eq!(d.model, "MacBook Air");
+        assert_eq!(d.os, "macOS 15.4");
+        assert_eq!(history.len(), 1);
+        let e = enrollment("MANUAL1", EnrollmentState::Enrolled, now);
+        let (d, _) = changed(Some(d), "MANUAL1", &e, Event::Enrolled).unwrap();
+        assert_eq!(d.state(), DeviceState::Enrolled);
+        assert_eq!(d.enrolled_at, Some(now));
+    }
+
+    #[test]
+    fn apples_fields_win_and_frequent_check_ins_are_not_rewritten() {
+        let now = OffsetDateTime::now_utc();
+        let mut apple = Device::new("C02X", Some("token-1"), now);
+        apple.description = "MacBook Air 13\" M3".into();
+        apple.model = "MacBook Air".into();
+        let e = enrollment("C02X", EnrollmentState::Enrolled, now);
+        let (d, _) = changed(Some(apple), "C02X", &e, Event::Enrolled).unwrap();
+        assert_eq!(d.description, "MacBook Air 13\" M3");
+        assert_eq!(d.token_id.as_deref(), Some("token-1"));
+        let soon = enrollment("C02X", EnrollmentState::Enrolled, now + Duration::minutes(1));
+        assert!(changed(Some(d.clone()), "C02X", &soon, Event::Seen).is_none());
+        let later = enrollment("C02X", EnrollmentState::Enrolled, now + Duration::minutes(6));
+        let (d2, history) = changed(Some(d), "C02X", &later, Event::Seen).unwrap();
+        assert_eq!(d2.last_checkin, Some(later.last_seen));
+        assert!(history.is_empty());
+        let out = enrollment("C02X", EnrollmentState::CheckedOut, now + Duration::minutes(7));
+        let (d3, _) = changed(Some(d2), "C02X", &out, Event::CheckedOut).unwrap();
+        assert_ne!(d3.state(), DeviceState::Enrolled);
     }
 }
