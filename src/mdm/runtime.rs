@@ -312,7 +312,8 @@ fn changed(
         && let Some(d) = &existing
         && d.udid.as_deref() == Some(udid.as_str())
         && d.enrollment == inventory::Enrollment::Enrolled
-        && d.last_checkin.is_some_and(|t| now - t < LAST_CHECKIN_GRANULARITY)
+        && d.last_checkin
+            .is_some_and(|t| now - t < LAST_CHECKIN_GRANULARITY)
     {
         return None;
     }
@@ -423,13 +424,25 @@ mod tests {
         let (d, _) = changed(Some(apple), "C02X", &e, Event::Enrolled).unwrap();
         assert_eq!(d.description, "MacBook Air 13\" M3");
         assert_eq!(d.token_id.as_deref(), Some("token-1"));
-        let soon = enrollment("C02X", EnrollmentState::Enrolled, now + Duration::minutes(1));
+        let soon = enrollment(
+            "C02X",
+            EnrollmentState::Enrolled,
+            now + Duration::minutes(1),
+        );
         assert!(changed(Some(d.clone()), "C02X", &soon, Event::Seen).is_none());
-        let later = enrollment("C02X", EnrollmentState::Enrolled, now + Duration::minutes(6));
+        let later = enrollment(
+            "C02X",
+            EnrollmentState::Enrolled,
+            now + Duration::minutes(6),
+        );
         let (d2, history) = changed(Some(d), "C02X", &later, Event::Seen).unwrap();
         assert_eq!(d2.last_checkin, Some(later.last_seen));
         assert!(history.is_empty());
-        let out = enrollment("C02X", EnrollmentState::CheckedOut, now + Duration::minutes(7));
+        let out = enrollment(
+            "C02X",
+            EnrollmentState::CheckedOut,
+            now + Duration::minutes(7),
+        );
         let (d3, _) = changed(Some(d2), "C02X", &out, Event::CheckedOut).unwrap();
         assert_ne!(d3.state(), DeviceState::Enrolled);
     }
