@@ -154,6 +154,26 @@ impl Demo {
         })
     }
 
+    /// Waits until `count` simulated Macs have enrolled and each answered a command; fails on a
+    /// Mac that could not enroll, or after `within`.
+    pub async fn macs_ready(&mut self, count: usize, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut ready = std::collections::HashSet::new();
+        while ready.len() < count {
+            let summary = tokio::time::timeout_at(deadline, self.macs.recv())
+                .await
+                .map_err(|_| anyhow::anyhow!("only {} Macs ready after {within:?}", ready.len()))?
+                .context("the simulated Macs stopped")?;
+            if !summary.enrolled {
+                anyhow::bail!("{} did not enroll: {:?}", summary.serial, summary.error);
+            }
+            if summary.answered.iter().any(|(_, s)| s == "Acknowledged") {
+                ready.insert(summary.serial);
+            }
+        }
+        Ok(())
+    }
+
     /// Stops Orchard and removes a temporary data directory.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.running.stop().await?;

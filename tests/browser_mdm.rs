@@ -22,17 +22,7 @@ async fn admin_sends_a_command_from_a_macs_page_and_sees_it_answered() {
     })
     .await
     .expect("the demo starts");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut ready = std::collections::HashSet::new();
-    while ready.len() < 2 {
-        let m = tokio::time::timeout_at(deadline, demo.macs.recv())
-            .await
-            .expect("the Macs enroll")
-            .expect("the fleet runs");
-        if m.answered.iter().any(|(_, s)| s == "Acknowledged") {
-            ready.insert(m.serial);
-        }
-    }
+    demo.macs_ready(2, Duration::from_secs(120)).await.unwrap();
     // The fleet keeps answering pushes in the background.
     let mut macs = std::mem::replace(&mut demo.macs, tokio::sync::mpsc::unbounded_channel().1);
     tokio::spawn(async move { while macs.recv().await.is_some() {} });

@@ -211,22 +211,7 @@ async fn demo_fast_with_20_macs_ends_with_20_enrolled_macs_each_with_an_acknowle
     })
     .await
     .expect("the demo starts");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let mut ready = std::collections::HashSet::new();
-    while ready.len() < 20 {
-        let summary = tokio::time::timeout_at(deadline, demo.macs.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} Macs ready after 180 s", ready.len()))
-            .expect("the fleet runs");
-        assert!(
-            summary.enrolled,
-            "{} did not enroll: {:?}",
-            summary.serial, summary.error
-        );
-        if summary.answered.iter().any(|(_, s)| s == "Acknowledged") {
-            ready.insert(summary.serial);
-        }
-    }
+    demo.macs_ready(20, Duration::from_secs(180)).await.unwrap();
 
     // Orchard's records say the same, for the Macs Apple School Manager lists.
     let app = demo.running.app.clone();
