@@ -16,7 +16,7 @@ use super::response::{self, Chrome, Flash, redirect_with_flash, render, with_bod
 use super::routes::Routes;
 use super::{App, Form, Req, WebError, WebResult};
 use crate::ade::inventory::Device;
-use crate::mdm::command::{Command, ParseError, Udid};
+use crate::mdm::command::{Command, CommandUuid, ParseError};
 use crate::mdm::enroll::{EnrollError, TICKET_LIFETIME};
 use crate::mdm::service::{CommandRecord, Enrollment, EnrollmentState, MdmError};
 
@@ -391,22 +391,43 @@ fn command_from(form: &Form, serial: &str) -> Result<Command, String> {
     Ok(command)
 }
 
-/// Queues `command` for the Mac with this serial number; the words for a person on failure.
-fn enqueue_for(app: &App, serial: &str, command: &Command) -> Result<(), String> {
+/// Why a command was not queued, in words for a person.
+enum Refused {
+    /// Not enrolled, or too many commands waiting: the admin can act on it.
+    Mac(String),
+    /// The parameters are wrong.
+    Bad(String),
+    Internal(String),
+}
+
+impl Refused {
+    fn message(self) -> String {
+        match self {
+            Refused::Mac(m) | Refused::Bad(m) | Refused::Internal(m) => m,
+        }
+    }
+}
+
+/// Queues `command` for the enrolled Mac with this serial number and wakes it.
+fn enqueue_for(app: &App, serial: &str, command: &Command) -> Result<CommandUuid, Refused> {
     let enrollment = enrollment_of(app, serial)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Refused::Internal(e.to_string()))?
         .filter(|e| e.state == EnrollmentState::Enrolled)
         .ok_or_else(|| {
-            format!("{serial} is not enrolled, so it cannot receive commands. Enroll it first.")
+            Refused::Mac(format!(
+                "{serial} is not enrolled, so it cannot receive commands. Enroll it first."
+            ))
         })?;
-    match app.mdm.service().enqueue(&enrollment.udid, command) {
-        Ok(_) => Ok(()),
-        Err(MdmError::QueueFull(_)) => Err(format!(
-            "{serial} already has many commands waiting. Wait until it has answered them (it may be offline)."
-        )),
-        Err(MdmError::BadRequest(e)) => Err(parse_message(&e)),
-        Err(e) => Err(e.to_string()),
-    }
+    app.mdm
+        .service()
+        .enqueue(&enrollment.udid, command)
+        .map_err(|e| match e {
+            MdmError::QueueFull(_) => Refused::Mac(format!(
+                "{serial} already has many commands waiting. Wait until it has answered them (it may be offline)."
+            )),
+            MdmError::BadRequest(e) => Refused::Bad(parse_message(&e)),
+            other => Refused::Internal(other.to_string()),
+        })
 }
 
 async fn send_command(app: App, req: Req) -> WebResult {
@@ -459,8 +480,8 @@ async fn queue_and_report(
 ) -> WebResult {
     let request_type = command.request_type();
     let (a, s, c) = (app.clone(), serial.to_string(), command);
-    if let Err(message) = blocking(move || enqueue_for(&a, &s, &c)).await? {
-        return Ok(redirect_with_flash(back, Flash::warning(message)));
+    if let Err(refused) = blocking(move || enqueue_for(&a, &s, &c)).await? {
+        return Ok(redirect_with_flash(back, Flash::warning(refused.message())));
     }
     audit::record(
         &app.store,
@@ -505,7 +526,7 @@ async fn bulk_command(app: App, req: Req) -> WebResult {
         let mut skipped = 0usize;
         for serial in &list {
             match enqueue_for(&a, serial, &command) {
-                Ok(()) => sent += 1,
+                Ok(_) => sent += 1,
                 Err(_) => skipped += 1,
             }
         }
@@ -616,28 +637,14 @@ async fn api_send(app: App, req: Req) -> WebResult {
     if let Command::InstallProfile { payload } = &command {
         check_profile(payload).map_err(WebError::BadRequest)?;
     }
-    command
-        .validate()
-        .map_err(|e| WebError::BadRequest(parse_message(&e)))?;
-    let e = enrollment_of(&app, &serial)?
-        .filter(|e| e.state == EnrollmentState::Enrolled)
-        .ok_or_else(|| {
-            WebError::Conflict(format!(
-                "{serial} is not enrolled, so it cannot receive commands."
-            ))
+    let (a, s) = (app.clone(), serial.clone());
+    let uuid = blocking(move || enqueue_for(&a, &s, &command))
+        .await?
+        .map_err(|refused| match refused {
+            Refused::Mac(m) => WebError::Conflict(m),
+            Refused::Bad(m) => WebError::BadRequest(m),
+            Refused::Internal(m) => WebError::Internal(m),
         })?;
-    let service = app.mdm.service().clone();
-    let udid: Udid = e.udid.clone();
-    let queued = blocking(move || service.enqueue(&udid, &command)).await?;
-    let uuid = match queued {
-        Ok(u) => u,
-        Err(MdmError::QueueFull(_)) => {
-            return Err(WebError::Conflict(format!(
-                "{serial} already has too many commands waiting."
-            )));
-        }
-        Err(other) => return Err(mdm_internal(other)),
-    };
     audit::record(
         &app.store,
         app.clock.as_ref(),
